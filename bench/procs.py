@@ -1,0 +1,150 @@
+"""Processes the benchmark starts, and what a process tree costs, read from /proc.
+
+CPU of a tree is the sum over its live members of utime+stime+cutime+cstime: a child that
+exited and was reaped has its time folded into its parent's cutime/cstime, so work done by
+short-lived helpers (Postfix forks and retires daemons) is still counted exactly once.
+Memory is the sum of PSS, which shares pages between processes fairly instead of counting
+a library once per process as RSS would."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PROC = Path("/proc")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        raw = (PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name may contain spaces or parentheses; fields resume after the last ')'.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def parent_map() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in PROC.iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def tree_pids(root: int) -> list[int]:
+    parents = parent_map()
+    children: dict[int, list[int]] = {}
+    for pid, ppid in parents.items():
+        children.setdefault(ppid, []).append(pid)
+    if root not in parents:
+        return []
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    ticks = 0
+    for pid in pids:
+        fields = _stat_fields(pid)
+        if fields is not None:
+            # utime, stime, cutime, cstime are fields 14-17 of stat (1-based).
+            ticks += sum(int(value) for value in fields[11:15])
+    return ticks / CLOCK_TICKS
+
+
+def pss_bytes(pid: int) -> int:
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def tree_cpu_seconds(root: int) -> float:
+    return cpu_seconds(tree_pids(root))
+
+
+def tree_pss_bytes(root: int) -> int:
+    return sum(pss_bytes(pid) for pid in tree_pids(root))
+
+
+class PeakMemory:
+    """Samples a tree's PSS a few times a second until stopped; keeps the maximum."""
+
+    def __init__(self, root: int, interval: float = 0.25) -> None:
+        self.root = root
+        self.interval = interval
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        while True:
+            sample = await asyncio.to_thread(tree_pss_bytes, self.root)
+            self.peak = max(self.peak, sample)
+            await asyncio.sleep(self.interval)
+
+    def start(self) -> None:
+        self.peak = tree_pss_bytes(self.root)
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> int:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self.peak = max(self.peak, tree_pss_bytes(self.root))
+        return self.peak
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not (PROC / str(pid)).exists():
+            return True
+        fields = _stat_fields(pid)
+        if fields is not None and fields[0] == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def terminate_tree(root: int, timeout: float = 5.0) -> None:
+    """SIGTERM a tree this program started, then SIGKILL whatever is left after timeout."""
+    pids = tree_pids(root)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        if all(wait_gone(pid, timeout) for pid in pids):
+            return
+        pids = [pid for pid in pids if (PROC / str(pid)).exists()]
+
+
+async def stop_process(process: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    """Stop a child we spawned (and anything it forked) and reap it."""
+    if process.returncode is None:
+        await asyncio.to_thread(terminate_tree, process.pid, grace)
+    with contextlib.suppress(ProcessLookupError, TimeoutError):
+        await asyncio.wait_for(process.wait(), grace)
