@@ -1,0 +1,1 @@
+"""Webhook delivery pieces: signing, SSRF guard, pinned HTTP client and retry policy."""
