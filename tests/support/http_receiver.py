@@ -86,7 +86,13 @@ class HttpReceiver:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, *, up: bool = True) -> HttpReceiver:
-        """Start the loop thread and bind the port; ``up=False`` leaves it refusing."""
+        """Start the loop thread and bind the port; ``up=False`` leaves it refusing.
+
+        Starting a started receiver does nothing, so ``with HttpReceiver().start(up=False)``
+        keeps it down.
+        """
+        if self._loop is not None:
+            return self
         loop = asyncio.new_event_loop()
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="http-receiver", daemon=True)

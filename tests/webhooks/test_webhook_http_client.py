@@ -1,0 +1,269 @@
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import time
+from collections.abc import AsyncIterator, Iterator
+from email.utils import format_datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import trustme
+from standardwebhooks.webhooks import Webhook
+
+from service.webhooks import signing
+from service.webhooks.http_client import WebhookClient, create_client, post_event
+from service.webhooks.ssrf import CheckedUrl, check_url
+from tests.support.http_receiver import HttpReceiver, Reply
+
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"),)
+BODY = b'{"type":"message.sent","data":{"id":"msg_1"}}'
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as server:
+        yield server
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[WebhookClient]:
+    async with create_client(total_timeout=5.0) as webhook_client:
+        yield webhook_client
+
+
+async def checked_for(receiver: HttpReceiver, resolver: Any, path: str = "/hook") -> CheckedUrl:
+    resolver.table["hooks.test"] = ["127.0.0.1"]
+    scheme = "https" if receiver.url.startswith("https") else "http"
+    return await check_url(
+        f"{scheme}://hooks.test:{receiver.port}{path}", LOOPBACK, resolver=resolver
+    )
+
+
+async def test_post_goes_to_the_pinned_address_with_the_original_host(
+    receiver: HttpReceiver, client: WebhookClient, resolver: Any
+) -> None:
+    checked = await checked_for(receiver, resolver)
+    secret = signing.new_secret()
+    headers = signing.headers([secret], "evt_1", int(time.time()), BODY)
+    outcome = await post_event(client, checked, headers, BODY)
+    assert outcome.status_code == 200
+    assert outcome.error is None
+    assert outcome.response_text == "ok"
+    assert outcome.latency > 0
+    [request] = receiver.requests
+    assert request.method == "POST"
+    assert request.path == "/hook"
+    assert request.header("host") == f"hooks.test:{receiver.port}"
+    assert request.body == BODY
+    assert (
+        request.header(
+            "user-agent",
+        )
+        == "Kirim-Webhooks/1"
+    )
+    # The receiver verifies exactly what arrived on the wire.
+    assert Webhook(secret).verify(request.body, request.headers)["data"]["id"] == "msg_1"
+
+
+async def test_connection_follows_the_pin_not_the_name(
+    receiver: HttpReceiver, client: WebhookClient, connect_spy: Any
+) -> None:
+    # A second server on another loopback address: the pin alone decides where we connect.
+    with HttpReceiver("127.0.0.2", receiver.port) as other:
+        checked = CheckedUrl(
+            url=f"http://hooks.test:{receiver.port}/x",
+            scheme="http",
+            host="hooks.test",
+            port=receiver.port,
+            addresses=(ipaddress.ip_address("127.0.0.2"),),
+        )
+        outcome = await post_event(client, checked, {}, b"{}")
+        assert outcome.status_code == 200
+        assert len(other.requests) == 1
+        assert receiver.requests == []
+    assert ("127.0.0.2", receiver.port) in connect_spy.attempts
+    assert "hooks.test" not in connect_spy.hosts()
+
+
+async def test_next_pinned_address_is_tried_when_the_first_refuses(
+    receiver: HttpReceiver, client: WebhookClient
+) -> None:
+    checked = CheckedUrl(
+        url=f"http://hooks.test:{receiver.port}/x",
+        scheme="http",
+        host="hooks.test",
+        port=receiver.port,
+        addresses=(ipaddress.ip_address("127.0.0.3"), ipaddress.ip_address("127.0.0.1")),
+    )
+    outcome = await post_event(client, checked, {}, b"{}")
+    assert outcome.status_code == 200
+    assert len(receiver.requests) == 1
+
+
+async def test_unpinned_requests_are_refused(
+    receiver: HttpReceiver, client: WebhookClient, connect_spy: Any
+) -> None:
+    with pytest.raises(httpx.ConnectError, match="unchecked host"):
+        await client.http.post(receiver.url_for("/raw"), content=b"{}")
+    assert connect_spy.attempts == []
+    assert receiver.requests == []
+
+
+async def test_pin_for_another_host_is_refused(
+    receiver: HttpReceiver, client: WebhookClient, connect_spy: Any
+) -> None:
+    mismatched = CheckedUrl(
+        url=f"http://other.test:{receiver.port}/x",
+        scheme="http",
+        host="hooks.test",
+        port=receiver.port,
+        addresses=(ipaddress.ip_address("127.0.0.1"),),
+    )
+    outcome = await post_event(client, mismatched, {}, b"{}")
+    assert outcome.status_code is None
+    assert outcome.error is not None and "unchecked host" in outcome.error
+    assert connect_spy.attempts == []
+
+
+async def test_redirects_are_not_followed(
+    receiver: HttpReceiver, client: WebhookClient, resolver: Any, connect_spy: Any
+) -> None:
+    receiver.enqueue(Reply.redirect("http://169.254.169.254/latest/meta-data/"))
+    outcome = await post_event(client, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == 302
+    assert len(receiver.requests) == 1
+    assert "169.254.169.254" not in connect_spy.hosts()
+    assert connect_spy.hosts() == {"127.0.0.1"}
+
+
+async def test_big_response_body_is_capped(
+    receiver: HttpReceiver, client: WebhookClient, resolver: Any
+) -> None:
+    receiver.enqueue(Reply(200, b"x" * (8 * 1024 * 1024)))
+    outcome = await post_event(client, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == 200
+    assert outcome.response_text == "x" * 4096
+
+
+async def test_small_cap_is_configurable(receiver: HttpReceiver, resolver: Any) -> None:
+    receiver.enqueue(Reply(500, "é".encode() * 100))
+    async with create_client(max_response_bytes=11) as small:
+        outcome = await post_event(small, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == 500
+    # A multi-byte character cut in half is replaced, not an error.
+    assert outcome.response_text == "ééééé\ufffd"
+
+
+async def test_slow_receiver_times_out_without_raising(
+    receiver: HttpReceiver, resolver: Any
+) -> None:
+    receiver.enqueue(Reply(200, delay=5))
+    async with create_client(total_timeout=0.3) as quick:
+        outcome = await post_event(quick, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code is None
+    assert outcome.timed_out
+    assert outcome.error is not None and "timeout" in outcome.error
+    assert outcome.latency < 2
+
+
+async def test_refused_connection_is_an_outcome_then_recovers(
+    client: WebhookClient, resolver: Any
+) -> None:
+    with HttpReceiver().start(up=False) as server:
+        checked = await checked_for(server, resolver)
+        down = await post_event(client, checked, {}, b"{}")
+        assert down.status_code is None
+        assert down.error is not None and down.error.startswith("connection failed")
+        assert not down.timed_out
+        server.up()
+        up = await post_event(client, checked, {}, b"{}")
+        assert up.status_code == 200
+
+
+async def test_dropped_connection_is_an_outcome(
+    receiver: HttpReceiver, client: WebhookClient, resolver: Any
+) -> None:
+    receiver.enqueue(Reply(drop=True))
+    outcome = await post_event(client, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code is None
+    assert outcome.error
+
+
+@pytest.mark.parametrize(
+    ("reply", "status", "retry_after"),
+    [
+        (Reply.too_many(120), 429, 120.0),
+        (Reply.too_many(7, status=503), 503, 7.0),
+        (Reply(500, headers=(("retry-after", "60"),)), 500, None),
+        (Reply.too_many("soon"), 429, None),
+        (Reply.gone(), 410, None),
+    ],
+)
+async def test_status_and_retry_after(
+    reply: Reply,
+    status: int,
+    retry_after: float | None,
+    receiver: HttpReceiver,
+    client: WebhookClient,
+    resolver: Any,
+) -> None:
+    receiver.enqueue(reply)
+    outcome = await post_event(client, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == status
+    assert outcome.retry_after == retry_after
+
+
+async def test_retry_after_http_date(
+    receiver: HttpReceiver, client: WebhookClient, resolver: Any
+) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=300)
+    receiver.enqueue(Reply.too_many(format_datetime(when, usegmt=True)))
+    outcome = await post_event(client, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.retry_after is not None
+    assert 295 <= outcome.retry_after <= 300
+
+
+async def test_proxy_environment_is_ignored(
+    receiver: HttpReceiver, resolver: Any, monkeypatch: pytest.MonkeyPatch, connect_spy: Any
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:1")
+    monkeypatch.setenv("ALL_PROXY", "http://127.0.0.1:1")
+    async with create_client() as proxied_env:
+        outcome = await post_event(proxied_env, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == 200
+    assert ("127.0.0.1", 1) not in connect_spy.attempts
+
+
+def tls_receiver(ca: trustme.CA, name: str) -> HttpReceiver:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(name).configure_cert(server_context)
+    return HttpReceiver(ssl_context=server_context)
+
+
+async def test_https_uses_the_host_name_for_sni_and_certificate(resolver: Any) -> None:
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with tls_receiver(ca, "hooks.test") as server:
+        checked = await checked_for(server, resolver)
+        assert checked.url.startswith("https://hooks.test:")
+        async with create_client(ssl_context=client_context) as tls_client:
+            outcome = await post_event(tls_client, checked, {}, BODY)
+        assert outcome.status_code == 200, outcome.error
+        assert server.requests[0].body == BODY
+
+
+async def test_https_certificate_for_another_name_is_refused(resolver: Any) -> None:
+    ca = trustme.CA()
+    client_context = ssl.create_default_context()
+    ca.configure_trust(client_context)
+    with tls_receiver(ca, "elsewhere.test") as server:
+        checked = await checked_for(server, resolver)
+        async with create_client(ssl_context=client_context) as tls_client:
+            outcome = await post_event(tls_client, checked, {}, BODY)
+        assert outcome.status_code is None
+        assert outcome.error is not None and "certificate" in outcome.error.lower()
+        assert server.requests == []
