@@ -148,3 +148,20 @@ async def stop_process(process: asyncio.subprocess.Process, grace: float = 5.0) 
         await asyncio.to_thread(terminate_tree, process.pid, grace)
     with contextlib.suppress(ProcessLookupError, TimeoutError):
         await asyncio.wait_for(process.wait(), grace)
+
+
+async def wait_quiet(
+    root: int, limit_seconds: float = 15.0, window: float = 0.5, busy_fraction: float = 0.05
+) -> float:
+    """Let a tree finish work that follows the last delivery (queue-file removal, status
+    updates) and return its CPU seconds once it uses under ``busy_fraction`` of a core, or
+    when ``limit_seconds`` have passed."""
+    deadline = time.monotonic() + limit_seconds
+    before = tree_cpu_seconds(root)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(window)
+        now = tree_cpu_seconds(root)
+        if now - before < busy_fraction * window:
+            return now
+        before = now
+    return before

@@ -1,0 +1,194 @@
+"""HTTP load against Kirim's API: one POST per message, batches, and a paced trickle."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+SENDER = "bench@example.com"
+RECIPIENT = "rcpt@example.com"
+# About the size of smtp-source's ``-l 512`` body, so both systems carry similar bytes.
+TEXT = ("Kirim benchmark message body. " * 18)[:512]
+BATCH_SIZE = 500
+
+
+def message(index: int) -> dict[str, Any]:
+    return {"from": SENDER, "to": [RECIPIENT], "subject": f"bench {index}", "text": TEXT}
+
+
+@dataclass
+class LoadOutcome:
+    started: float = 0.0  # monotonic time of the first request
+    finished: float = 0.0  # monotonic time the last response arrived
+    ids: list[str] = field(default_factory=list)
+    failures: Counter[str] = field(default_factory=Counter)
+    first_failure: str = ""
+
+    def fail(self, kind: str, detail: str) -> None:
+        self.failures[kind] += 1
+        if not self.first_failure:
+            self.first_failure = f"{kind}: {detail[:300]}"
+
+    @property
+    def accept_rate(self) -> float:
+        elapsed = self.finished - self.started
+        return len(self.ids) / elapsed if elapsed > 0 else 0.0
+
+
+def client(base_url: str, api_key: str, connections: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=base_url,
+        headers={"Authorization": f"Bearer {api_key}"},
+        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+        timeout=httpx.Timeout(60.0),
+        trust_env=False,
+    )
+
+
+async def _post_one(http: httpx.AsyncClient, index: int, outcome: LoadOutcome) -> str | None:
+    try:
+        response = await http.post("/v1/messages", json=message(index))
+    except httpx.HTTPError as error:
+        outcome.fail(type(error).__name__, str(error))
+        return None
+    if response.status_code != 202:
+        outcome.fail(str(response.status_code), response.text)
+        return None
+    return str(response.json()["id"])
+
+
+async def post_singles(http: httpx.AsyncClient, count: int, concurrency: int) -> LoadOutcome:
+    """``count`` POST /v1/messages from ``concurrency`` keep-alive connections at once."""
+    outcome = LoadOutcome()
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for index in indexes:
+            message_id = await _post_one(http, index, outcome)
+            if message_id is not None:
+                outcome.ids.append(message_id)
+
+    outcome.started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    outcome.finished = time.monotonic()
+    return outcome
+
+
+def _batch_ids(payload: Any) -> list[str]:
+    """Message ids out of a batch response, whichever list key the API uses."""
+    items: Any = payload
+    if isinstance(payload, dict):
+        items = next((v for v in payload.values() if isinstance(v, list)), [])
+    return [str(item["id"]) for item in items if isinstance(item, dict) and "id" in item]
+
+
+async def post_batches(http: httpx.AsyncClient, count: int, concurrency: int) -> LoadOutcome | None:
+    """``count`` messages in POST /v1/messages/batch requests of 500; None if there is no
+    such endpoint."""
+    outcome = LoadOutcome()
+    starts = iter(range(0, count, BATCH_SIZE))
+    missing = False
+
+    async def worker() -> None:
+        nonlocal missing
+        for start in starts:
+            body = {"messages": [message(i) for i in range(start, min(count, start + BATCH_SIZE))]}
+            try:
+                response = await http.post("/v1/messages/batch", json=body)
+            except httpx.HTTPError as error:
+                outcome.fail(type(error).__name__, str(error))
+                continue
+            if response.status_code in (404, 405):
+                missing = True
+                return
+            if response.status_code not in (200, 201, 202, 207):
+                outcome.fail(str(response.status_code), response.text)
+                continue
+            outcome.ids.extend(_batch_ids(response.json()))
+
+    outcome.started = time.monotonic()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, -(-count // BATCH_SIZE)))))
+    outcome.finished = time.monotonic()
+    return None if missing else outcome
+
+
+async def post_paced(
+    http: httpx.AsyncClient, count: int, per_second: float
+) -> tuple[list[float], LoadOutcome]:
+    """Open-loop trickle: request i starts at i/per_second whatever earlier ones are doing.
+    Returns the start time of every accepted request, in start order."""
+    outcome = LoadOutcome()
+    accepted: list[tuple[float, str]] = []
+
+    async def send(index: int) -> None:
+        sent = time.monotonic()
+        message_id = await _post_one(http, index, outcome)
+        if message_id is not None:
+            accepted.append((sent, message_id))
+
+    outcome.started = time.monotonic()
+    tasks = []
+    for index in range(count):
+        delay = outcome.started + index / per_second - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.ensure_future(send(index)))
+    await asyncio.gather(*tasks)
+    outcome.finished = time.monotonic()
+    accepted.sort()
+    outcome.ids = [message_id for _, message_id in accepted]
+    return [sent for sent, _ in accepted], outcome
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
+
+def sent_time(detail: dict[str, Any]) -> datetime | None:
+    """When the last recipient of a message got its 2xx, from GET /v1/messages/{id}."""
+    times = [_time(r.get("sent_at")) for r in detail.get("recipients", []) if isinstance(r, dict)]
+    found = [t for t in times if t is not None]
+    if not found:
+        for event in detail.get("events", []):
+            if isinstance(event, dict) and event.get("type") == "message.sent":
+                stamp = _time(event.get("created_at") or event.get("timestamp"))
+                if stamp is not None:
+                    found.append(stamp)
+    return max(found) if found else None
+
+
+async def api_latencies(
+    http: httpx.AsyncClient, ids: list[str], sample: int, concurrency: int
+) -> list[float]:
+    """created_at → sent time in seconds for a random sample of messages."""
+    chosen = random.sample(ids, min(sample, len(ids)))
+    latencies: list[float] = []
+    pending = iter(chosen)
+
+    async def worker() -> None:
+        for message_id in pending:
+            try:
+                response = await http.get(f"/v1/messages/{message_id}")
+            except httpx.HTTPError:
+                continue
+            if response.status_code != 200:
+                continue
+            detail = response.json()
+            created, sent = _time(detail.get("created_at")), sent_time(detail)
+            if created is not None and sent is not None:
+                latencies.append((sent - created).total_seconds())
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies

@@ -1,0 +1,166 @@
+"""Results table, Kirim/Postfix ratios and the machine description."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sqlite3
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.install import find_tool
+
+
+@dataclass
+class Result:
+    system: str
+    mode: str
+    messages: int  # delivered to the sink within the deadline
+    rate: float  # delivered messages/s, first injection to last arrival
+    accept_rate: float | None = None  # 202s/s (Kirim) or None
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    cpu_ms: float | None = None  # CPU ms per delivered message, whole process tree
+    peak_mb: float | None = None  # peak PSS of the process tree
+    notes: list[str] = field(default_factory=list)
+
+
+def percentile(values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile; None for no data."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))
+    return ordered[rank]
+
+
+def _cell(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+COLUMNS = ("system", "mode", "messages", "msgs/s", "accepts/s", "p50 ms", "p99 ms",
+           "CPU ms/msg", "peak MB")  # fmt: skip
+
+
+def rows(results: list[Result]) -> list[tuple[str, ...]]:
+    return [
+        (
+            r.system,
+            r.mode,
+            f"{r.messages:,}",
+            _cell(r.rate, 0),
+            _cell(r.accept_rate, 0),
+            _cell(r.p50_ms),
+            _cell(r.p99_ms),
+            _cell(r.cpu_ms, 2),
+            _cell(r.peak_mb),
+        )
+        for r in results
+    ]
+
+
+def _ratio(kirim: float | None, postfix: float | None) -> str:
+    if kirim is None or postfix is None or postfix == 0:
+        return "-"
+    return f"{kirim / postfix:.2f}x"
+
+
+def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """Each Kirim row against the Postfix row it compares with (idle with idle, the rest
+    with Postfix's throughput run)."""
+    postfix = {r.mode: r for r in results if r.system == "postfix"}
+    out: list[tuple[str, ...]] = []
+    for r in results:
+        if r.system != "kirim":
+            continue
+        base = postfix.get("idle" if r.mode == "idle" else "throughput")
+        if base is None:
+            continue
+        out.append(
+            (
+                f"kirim {r.mode} / postfix {base.mode}",
+                _ratio(r.rate, base.rate),
+                _ratio(r.p50_ms, base.p50_ms),
+                _ratio(r.p99_ms, base.p99_ms),
+                _ratio(r.cpu_ms, base.cpu_ms),
+                _ratio(r.peak_mb, base.peak_mb),
+            )
+        )
+    return out
+
+
+RATIO_COLUMNS = ("ratio", "msgs/s", "p50", "p99", "CPU/msg", "peak MB")
+
+
+def _text_line(line: tuple[str, ...], widths: list[int]) -> str:
+    cells = zip(line, widths, strict=True)
+    return "  ".join(c.rjust(w) if i > 1 else c.ljust(w) for i, (c, w) in enumerate(cells))
+
+
+def text_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
+    widths = [max(len(line[i]) for line in [header, *body]) for i in range(len(header))]
+    lines = [_text_line(line, widths) for line in [header, *body]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def markdown_table(header: tuple[str, ...], body: list[tuple[str, ...]]) -> str:
+    aligns = ["---" if i < 2 else "---:" for i in range(len(header))]
+    return "\n".join("| " + " | ".join(line) + " |" for line in [header, tuple(aligns), *body])
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "CPUs (nproc)": str(os.cpu_count()),
+        "CPU model": model,
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "SQLite": sqlite3.sqlite_version,
+    }
+    postconf = find_tool("postconf")
+    if postconf:
+        done = subprocess.run(
+            [postconf, "-d", "-h", "mail_version"], capture_output=True, text=True, timeout=30
+        )
+        if done.returncode == 0:
+            info["Postfix"] = done.stdout.strip()
+    return info
+
+
+def render_text(results: list[Result]) -> str:
+    parts = [text_table(COLUMNS, rows(results))]
+    ratios = ratio_rows(results)
+    if ratios:
+        parts.append(text_table(RATIO_COLUMNS, ratios))
+    notes = [f"{r.system} {r.mode}: {note}" for r in results for note in r.notes]
+    if notes:
+        parts.append("\n".join(notes))
+    return "\n\n".join(parts)
+
+
+def render_markdown(results: list[Result], command: str, intro: str) -> str:
+    info = machine()
+    parts = [
+        "# Benchmarks: Kirim next to Postfix",
+        intro.strip(),
+        f"Command: `{command}`",
+        "## Results",
+        markdown_table(COLUMNS, rows(results)),
+    ]
+    ratios = ratio_rows(results)
+    if ratios:
+        parts += ["## Kirim / Postfix", markdown_table(RATIO_COLUMNS, ratios)]
+    notes = [f"- {r.system} {r.mode}: {note}" for r in results for note in r.notes]
+    if notes:
+        parts += ["## Notes from this run", "\n".join(notes)]
+    parts += ["## Machine", "\n".join(f"- {key}: {value}" for key, value in info.items())]
+    return "\n\n".join(parts) + "\n"
