@@ -1,0 +1,94 @@
+"""The FastAPI application: ``create_app(settings)`` wires routes, errors and lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from service import __version__
+from service.api import errors
+from service.api.limits import BodyLimit
+from service.api.routes import health, messages
+from service.api.runtime import Runtime
+from service.db.accepts import GroupCommitter
+from service.db.engine import Database
+from service.delivery.factory import build_worker, retry_policy, smtp_transport
+from service.delivery.transport import Transport
+from service.domain.envelope import Limits
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = """\
+Kirim accepts email over HTTP, stores each message durably, delivers it over SMTP from
+background workers, reports the status of every recipient, and pushes every delivery event
+to subscribed webhooks, signed.
+
+Authenticate with `Authorization: Bearer <api key>`. Errors are `application/problem+json`
+(RFC 9457) and name each invalid field.
+"""
+
+
+def create_app(
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    transport: Transport | None = None,
+) -> FastAPI:
+    """Build the app; nothing connects until the server starts it (lifespan)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = Database(settings.database_url.get_secret_value())
+        stop = asyncio.Event()
+        worker_task: asyncio.Task[None] | None = None
+        worker = None
+        carrier = transport
+        if run_workers:
+            carrier = carrier or smtp_transport(settings)
+            worker = build_worker(settings, db, carrier)
+        committer = GroupCommitter(db, on_commit=worker.wake if worker else None)
+        committer.start()
+        app.state.runtime = Runtime(
+            settings=settings,
+            db=db,
+            committer=committer,
+            policy=retry_policy(settings),
+            limits=Limits(
+                max_recipients=settings.max_recipients,
+                max_attachment_bytes=settings.max_attachment_bytes,
+            ),
+        )
+        app.state.worker = worker
+        if worker is not None:
+            worker_task = asyncio.create_task(worker.run(stop), name="delivery-worker")
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            await committer.stop()
+            if carrier is not None and transport is None:
+                await carrier.aclose()
+            await db.dispose()
+
+    app = FastAPI(
+        title="Kirim",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    errors.install(app)
+    app.include_router(health.router)
+    app.include_router(messages.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,242 @@
+"""Sending messages and reading their status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query
+from starlette.responses import Response
+
+from service.api.deps import Principal, require, runtime
+from service.api.errors import ApiError
+from service.api.runtime import Runtime
+from service.api.schemas import (
+    PRIORITY_NAME,
+    AttemptOut,
+    EventOut,
+    MessageList,
+    MessageOut,
+    MessageSummary,
+    RecipientOut,
+    RecipientState,
+    SendAccepted,
+    SendRequest,
+    rfc3339,
+)
+from service.db import reads
+from service.domain import envelope
+from service.domain.ids import is_id
+from service.submission import prepare
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+
+_PROBLEM = {"content": {"application/problem+json": {}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"description": "Malformed JSON", **_PROBLEM},
+    401: {"description": "Missing or invalid API key", **_PROBLEM},
+    403: {"description": "The key lacks the needed scope", **_PROBLEM},
+    413: {"description": "Body too large", **_PROBLEM},
+    422: {"description": "A field is invalid; `errors` names each one", **_PROBLEM},
+    503: {"description": "Database unavailable; nothing stored; retry", **_PROBLEM},
+}
+
+
+def draft_from(body: SendRequest, limits: envelope.Limits) -> envelope.Draft:
+    reply_to = [body.reply_to] if isinstance(body.reply_to, str) else body.reply_to
+    return envelope.compose(
+        sender=body.from_,
+        to=body.to,
+        cc=body.cc,
+        bcc=body.bcc,
+        reply_to=reply_to,
+        subject=body.subject,
+        text=body.text,
+        html=body.html,
+        headers=body.headers,
+        attachments=[
+            envelope.AttachmentIn(a.filename, a.content, a.content_type, a.content_id)
+            for a in body.attachments
+        ],
+        tags=body.tags,
+        metadata=body.metadata,
+        limits=limits,
+    )
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=SendAccepted,
+    summary="Accept a message for delivery",
+    description=(
+        "Validates the message, builds its exact MIME bytes and stores it durably. The 202 "
+        "is sent only after the commit reached disk; delivery happens in the background."
+    ),
+    responses=_ERRORS,
+)
+async def send_message(
+    body: SendRequest,
+    principal: Principal = Depends(require("messages:send")),
+    rt: Runtime = Depends(runtime),
+) -> SendAccepted:
+    draft = draft_from(body, rt.limits)
+    rows, accepted = prepare(
+        draft,
+        tenant_id=principal.tenant_id,
+        now=time.time(),
+        policy=rt.policy,
+        message_id_domain=rt.settings.message_id_domain,
+    )
+    await rt.committer.submit(rows)
+    return SendAccepted(
+        id=accepted.id,
+        status=accepted.status,
+        message_id=accepted.message_id_header,
+        created_at=rfc3339(accepted.created_at) or "",
+        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
+    )
+
+
+@router.get(
+    "/{message_id}",
+    response_model=MessageOut,
+    response_model_by_alias=True,
+    summary="A message's status, every recipient, every attempt and event",
+    responses={404: {"description": "No such message", **_PROBLEM}},
+)
+async def get_message(
+    message_id: str,
+    principal: Principal = Depends(require("messages:read")),
+    rt: Runtime = Depends(runtime),
+) -> MessageOut:
+    view = None
+    if is_id(message_id, "msg"):
+        view = await reads.get_message(rt.db, tenant_id=principal.tenant_id, message_id=message_id)
+    if view is None:
+        raise ApiError(404, "not-found", "No such message", f"No message {message_id!r}.")
+    m = view.message
+    return MessageOut(
+        id=m["id"],
+        status=view.status,
+        created_at=rfc3339(m["created_at"]),
+        from_=m["sender"],
+        subject=m["subject"],
+        message_id=m["message_id_header"],
+        size=m["size"],
+        tags=m["tags"] or [],
+        metadata=m["metadata"] or {},
+        priority=PRIORITY_NAME.get(m["priority"], "normal"),
+        send_at=rfc3339(m["send_at"]),
+        expires_at=rfc3339(m["expires_at"]),
+        recipients=[_recipient(r) for r in view.recipients],
+        attempts=[
+            AttemptOut(
+                recipient_id=a["recipient_id"],
+                number=a["number"],
+                started_at=rfc3339(a["started_at"]),
+                duration_ms=round(a["duration"] * 1000, 3),
+                outcome=a["outcome"],
+                stage=a["stage"],
+                code=a["code"],
+                enhanced_code=a["enhanced"],
+                reply=a["reply"],
+                possible_duplicate=a["possible_duplicate"],
+            )
+            for a in view.attempts
+        ],
+        events=[
+            EventOut(
+                id=e["id"],
+                type=e["type"],
+                seq=e["seq"],
+                created_at=rfc3339(e["created_at"]),
+                recipient_id=e["recipient_id"],
+                data=e["data"],
+            )
+            for e in view.events
+        ],
+    )
+
+
+def _recipient(r: dict[str, Any]) -> RecipientOut:
+    last = None
+    if r["last_stage"] is not None:
+        last = {
+            "code": r["last_code"],
+            "enhanced_code": r["last_enhanced"],
+            "text": r["last_reply"],
+            "stage": r["last_stage"],
+        }
+    waiting = r["status"] in ("scheduled", "queued", "deferred")
+    return RecipientOut(
+        id=r["id"],
+        email=r["email"],
+        kind=r["kind"],
+        status=r["status"],
+        reason=r["reason"],
+        attempts=r["attempts"],
+        next_attempt_at=rfc3339(r["next_attempt_at"]) if waiting else None,
+        sent_at=rfc3339(r["sent_at"]),
+        possible_duplicate=r["possible_duplicate"],
+        last_reply=last,
+    )
+
+
+@router.get(
+    "/{message_id}/raw",
+    summary="The exact MIME bytes that are sent",
+    response_class=Response,
+    responses={200: {"content": {"message/rfc822": {}}}, 404: {"description": "No such message"}},
+)
+async def get_raw(
+    message_id: str,
+    principal: Principal = Depends(require("messages:read")),
+    rt: Runtime = Depends(runtime),
+) -> Response:
+    raw = None
+    if is_id(message_id, "msg"):
+        raw = await reads.get_raw(rt.db, tenant_id=principal.tenant_id, message_id=message_id)
+    if raw is None:
+        raise ApiError(404, "not-found", "No such message", f"No message {message_id!r}.")
+    return Response(raw, media_type="message/rfc822")
+
+
+@router.get(
+    "",
+    response_model=MessageList,
+    response_model_by_alias=True,
+    summary="Messages, newest first, with cursor pagination and filters",
+)
+async def list_messages(
+    cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
+    limit: int = Query(default=50, ge=1, le=200),
+    status: str | None = Query(default=None, description="Messages with a recipient in this state"),
+    recipient: str | None = Query(default=None, description="Messages sent to this address"),
+    principal: Principal = Depends(require("messages:read")),
+    rt: Runtime = Depends(runtime),
+) -> MessageList:
+    if cursor is not None and not is_id(cursor, "msg"):
+        raise ApiError(400, "bad-cursor", "Invalid cursor", "Use next_cursor from a previous page.")
+    rows = await reads.list_messages(
+        rt.db,
+        tenant_id=principal.tenant_id,
+        limit=limit,
+        before=cursor,
+        status=status,
+        recipient=recipient,
+    )
+    data = [
+        MessageSummary(
+            id=m["id"],
+            status=st,
+            created_at=rfc3339(m["created_at"]),
+            from_=m["sender"],
+            subject=m["subject"],
+            tags=m["tags"] or [],
+            recipients=[RecipientState(**r) for r in rc],
+        )
+        for m, st, rc in rows
+    ]
+    next_cursor = data[-1].id if len(data) == limit else None
+    return MessageList(data=data, next_cursor=next_cursor)

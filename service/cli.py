@@ -1,0 +1,254 @@
+"""The ``kirim`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shlex
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from service import logs
+from service.settings import Settings, load_settings
+
+log = logging.getLogger("kirim")
+
+OPENAPI_PATH = Path(__file__).resolve().parent.parent / "openapi" / "openapi.json"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    result: int = args.func(args)
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kirim", description="Transactional email delivery service.")
+    sub = p.add_subparsers(metavar="command")
+
+    serve = sub.add_parser("serve", help="Run the HTTP API (and, by default, delivery workers).")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--no-workers", action="store_true", help="API only (scale-out layout).")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="Run delivery workers only.")
+    worker.set_defaults(func=cmd_worker)
+
+    dev = sub.add_parser("dev", help="Everything on this machine, with a capture SMTP server.")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=8000)
+    dev.add_argument("--smtp-port", type=int, default=2525)
+    dev.add_argument("--data-dir", default=".kirim-dev", help="Database and Maildir go here.")
+    dev.set_defaults(func=cmd_dev)
+
+    migrate = sub.add_parser("migrate", help="Bring the database schema up to date.")
+    migrate.set_defaults(func=cmd_migrate)
+
+    keys = sub.add_parser("keys", help="Manage API keys.")
+    ksub = keys.add_subparsers(metavar="action")
+    create = ksub.add_parser("create", help="Create a key; prints the key alone on stdout.")
+    create.add_argument("--name", required=True)
+    create.add_argument("--tenant", default="default")
+    create.add_argument(
+        "--scope",
+        action="append",
+        dest="scopes",
+        help="Repeat for several; default: messages:send messages:read webhooks:manage.",
+    )
+    create.add_argument("--expires-in", type=float, default=None, help="Seconds until expiry.")
+    create.set_defaults(func=cmd_keys_create)
+
+    openapi = sub.add_parser("openapi", help="Write openapi/openapi.json from the code.")
+    openapi.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout.")
+    openapi.set_defaults(func=cmd_openapi)
+    return p
+
+
+def _migrate(settings: Settings) -> None:
+    from service.db.migrate import upgrade
+
+    upgrade(settings.database_url.get_secret_value())
+
+
+def _sqlite_path(settings: Settings) -> None:
+    url = settings.database_url.get_secret_value()
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.setup(settings.log_level)
+    _sqlite_path(settings)
+    _migrate(settings)
+    log.info("database is at the latest schema")
+    return 0
+
+
+def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None:
+    import uvicorn
+
+    from service.api.app import create_app
+
+    if settings.is_sqlite:
+        _sqlite_path(settings)
+        _migrate(settings)
+    app = create_app(settings, run_workers=workers)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.setup(settings.log_level)
+    _run_api(settings, args.host, args.port, workers=not args.no_workers)
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    logs.setup(settings.log_level)
+    if settings.is_sqlite:
+        _sqlite_path(settings)
+        _migrate(settings)
+    import uvloop
+
+    uvloop.run(_worker_main(settings))
+    return 0
+
+
+async def _worker_main(settings: Settings) -> None:
+    from service.db.engine import Database
+    from service.delivery.factory import build_worker, smtp_transport
+
+    db = Database(settings.database_url.get_secret_value())
+    transport = smtp_transport(settings)
+    worker = build_worker(settings, db, transport)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker %s started", worker.name)
+    try:
+        await worker.run(stop)
+    finally:
+        await transport.aclose()
+        await db.dispose()
+        log.info("worker %s stopped", worker.name)
+
+
+def _create_key(settings: Settings, name: str, tenant: str, scopes: tuple[str, ...], expires_in: float | None) -> str:
+    from service.db.engine import Database
+    from service.db.keys import create_key
+
+    async def run() -> str:
+        db = Database(settings.database_url.get_secret_value())
+        try:
+            now = time.time()
+            key, _ = await create_key(
+                db,
+                name=name,
+                tenant_id=tenant,
+                scopes=scopes,
+                now=now,
+                expires_at=now + expires_in if expires_in else None,
+            )
+            return key
+        finally:
+            await db.dispose()
+
+    return asyncio.run(run())
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from service.db.keys import DEFAULT_SCOPES
+
+    settings = load_settings()
+    logs.setup("WARNING")
+    if settings.is_sqlite:
+        _sqlite_path(settings)
+        _migrate(settings)
+    scopes = tuple(args.scopes) if args.scopes else DEFAULT_SCOPES
+    try:
+        key = _create_key(settings, args.name, args.tenant, scopes, args.expires_in)
+    except ValueError as exc:
+        print(f"kirim: {exc}", file=sys.stderr)
+        return 2
+    print(key)
+    return 0
+
+
+def cmd_openapi(args: argparse.Namespace) -> int:
+    from service.api.openapi import render
+
+    text = render()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.output).write_text(text)
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from service.devtools.capture import start_capture
+
+    data = Path(args.data_dir).resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("KIRIM_DATABASE_URL", f"sqlite:///{data / 'kirim.db'}")
+    os.environ["KIRIM_SMTP_URL"] = f"smtp://127.0.0.1:{args.smtp_port}?tls=none"
+    os.environ.setdefault("KIRIM_RETRY_MIN_DELAY", "10")
+    os.environ.setdefault("KIRIM_RETRY_MAX_DELAY", "60")
+    settings = load_settings()
+    logs.setup(settings.log_level)
+    _migrate(settings)
+    capture = start_capture(data / "maildir", port=args.smtp_port)
+    key = _create_key(settings, "dev", "default", ("messages:send", "messages:read", "webhooks:manage", "keys:manage"), None)
+    body = json.dumps(
+        {
+            "from": "Kirim Dev <dev@example.com>",
+            "to": ["you@example.com"],
+            "subject": "Hello from Kirim",
+            "text": "It works.",
+        }
+    )
+    base = f"http://{args.host}:{args.port}"
+    print(
+        "\nKirim dev is starting.\n"
+        f"  API:      {base}   (docs at {base}/docs)\n"
+        f"  SMTP:     capture server on 127.0.0.1:{args.smtp_port}, mail kept in {data / 'maildir'}\n"
+        f"  API key:  {key}\n\n"
+        "Send a message:\n"
+        f"  curl -s {base}/v1/messages -H 'Authorization: Bearer {key}' \\\n"
+        f"       -H 'Content-Type: application/json' -d {shlex.quote(body)}\n\n"
+        "Then read its status:\n"
+        f"  curl -s {base}/v1/messages/<id> -H 'Authorization: Bearer {key}'\n",
+        flush=True,
+    )
+    try:
+        _run_api(settings, args.host, args.port, workers=True)
+    finally:
+        with contextlib.suppress(Exception):
+            capture.stop()
+    return 0

@@ -1,0 +1,115 @@
+"""API keys: random, shown once, stored only as a SHA-256 hash and a display prefix."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select, update
+
+from service.db.engine import Database
+from service.db.tables import api_keys
+from service.domain.ids import new_id
+
+KEY_PREFIX = "kirim_"
+ALL_SCOPES = ("messages:send", "messages:read", "webhooks:manage", "keys:manage", "admin")
+DEFAULT_SCOPES = ("messages:send", "messages:read", "webhooks:manage")
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def generate_key() -> str:
+    # 32 random bytes (256 bits); the prefix makes leaked keys easy to scan for.
+    return KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    id: str
+    tenant_id: str
+    name: str
+    prefix: str
+    scopes: frozenset[str]
+    expires_at: float | None
+    revoked_at: float | None
+    last_used_at: float | None
+
+    def usable(self, now: float) -> bool:
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or now < self.expires_at
+
+
+async def create_key(
+    db: Database,
+    *,
+    name: str,
+    tenant_id: str,
+    scopes: tuple[str, ...],
+    now: float,
+    expires_at: float | None = None,
+) -> tuple[str, KeyRecord]:
+    """Create a key; the plain key is returned here and never again."""
+    unknown = set(scopes) - set(ALL_SCOPES)
+    if unknown:
+        raise ValueError(f"unknown scopes: {', '.join(sorted(unknown))}")
+    key = generate_key()
+    record = KeyRecord(
+        id=new_id("key", now),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=key[: len(KEY_PREFIX) + 6],
+        scopes=frozenset(scopes),
+        expires_at=expires_at,
+        revoked_at=None,
+        last_used_at=None,
+    )
+    async with db.write() as conn:
+        await conn.execute(
+            api_keys.insert().values(
+                id=record.id,
+                tenant_id=tenant_id,
+                name=name,
+                prefix=record.prefix,
+                key_hash=hash_key(key),
+                scopes=" ".join(sorted(scopes)),
+                created_at=now,
+                expires_at=expires_at,
+            )
+        )
+    return key, record
+
+
+async def find_key(db: Database, key: str) -> KeyRecord | None:
+    stmt = select(
+        api_keys.c.id,
+        api_keys.c.tenant_id,
+        api_keys.c.name,
+        api_keys.c.prefix,
+        api_keys.c.scopes,
+        api_keys.c.expires_at,
+        api_keys.c.revoked_at,
+        api_keys.c.last_used_at,
+    ).where(api_keys.c.key_hash == hash_key(key))
+    async with db.read() as conn:
+        row = (await conn.execute(stmt)).first()
+    if row is None:
+        return None
+    return KeyRecord(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        name=row.name,
+        prefix=row.prefix,
+        scopes=frozenset(row.scopes.split()),
+        expires_at=row.expires_at,
+        revoked_at=row.revoked_at,
+        last_used_at=row.last_used_at,
+    )
+
+
+async def touch_key(db: Database, key_id: str, now: float) -> None:
+    async with db.write() as conn:
+        await conn.execute(update(api_keys).where(api_keys.c.id == key_id).values(last_used_at=now))

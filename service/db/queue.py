@@ -1,0 +1,342 @@
+"""The database as the queue: claim due recipients, settle results, reap lost leases.
+
+Each function is one short transaction; none is held across network I/O. Statements work
+on many rows at once so their cost does not grow with the batch.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+
+from service.db.engine import Database
+from service.db.tables import attempts, events, messages, recipients
+from service.domain.status import Status
+
+_CLAIMABLE = (Status.SCHEDULED.value, Status.QUEUED.value, Status.DEFERRED.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A recipient leased to this worker, with what is needed to send it."""
+
+    id: str
+    message_id: str
+    tenant_id: str
+    email: str
+    attempts: int  # attempts before this one
+    deadline: float
+    lease_lost: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBody:
+    id: str
+    tenant_id: str
+    sender: str
+    mime: bytes
+    smtputf8: bool
+    tags: list[str]
+    metadata: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Settlement:
+    """The outcome of one recipient's attempt, ready to write."""
+
+    recipient_id: str
+    token: str  # the lease this result was obtained under
+    message_id: str
+    tenant_id: str
+    email: str
+    status: str
+    attempt_number: int
+    next_attempt_at: float | None
+    reason: str
+    event_type: str
+    outcome: str
+    stage: str
+    code: int | None
+    enhanced: str | None
+    reply: str
+    started_at: float
+    duration: float
+    possible_duplicate: bool
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    attempted: bool = True  # False when settled without SMTP (expired before the try)
+
+
+async def claim(
+    db: Database, *, owner: str, token: str, limit: int, lease_seconds: float, now: float
+) -> list[Claimed]:
+    """Lease up to ``limit`` due recipients, highest priority and oldest due first."""
+    due = (
+        select(recipients.c.id)
+        .where(recipients.c.status.in_(_CLAIMABLE), recipients.c.next_attempt_at <= now)
+        .order_by(recipients.c.priority, recipients.c.next_attempt_at)
+        .limit(limit)
+    )
+    if not db.is_sqlite:
+        due = due.with_for_update(skip_locked=True)
+    stmt = (
+        update(recipients)
+        .where(recipients.c.id.in_(due.scalar_subquery()))
+        .values(
+            status=Status.SENDING.value,
+            lease_owner=owner,
+            lease_token=token,
+            lease_expires_at=now + lease_seconds,
+            updated_at=now,
+        )
+        .returning(
+            recipients.c.id,
+            recipients.c.message_id,
+            recipients.c.tenant_id,
+            recipients.c.email,
+            recipients.c.attempts,
+            recipients.c.deadline,
+            recipients.c.lease_lost,
+        )
+    )
+    async with db.write() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [Claimed(*row) for row in rows]
+
+
+async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, MessageBody]:
+    stmt = select(
+        messages.c.id,
+        messages.c.tenant_id,
+        messages.c.sender,
+        messages.c.mime,
+        messages.c.smtputf8,
+        messages.c.tags,
+        messages.c.metadata,
+    ).where(messages.c.id.in_(list(message_ids)))
+    async with db.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return {r[0]: MessageBody(*r) for r in rows}
+
+
+async def extend_leases(
+    db: Database, *, tokens: Sequence[str], lease_seconds: float, now: float
+) -> int:
+    """Heartbeat: push the lease of every row still held under ``tokens``."""
+    if not tokens:
+        return 0
+    stmt = (
+        update(recipients)
+        .where(
+            recipients.c.lease_token.in_(list(tokens)),
+            recipients.c.status == Status.SENDING.value,
+        )
+        .values(lease_expires_at=now + lease_seconds)
+    )
+    async with db.write() as conn:
+        return (await conn.execute(stmt)).rowcount or 0
+
+
+async def release(db: Database, *, token: str, ids: Sequence[str], now: float) -> int:
+    """Give back claims that were never started (graceful shutdown)."""
+    if not ids:
+        return 0
+    stmt = (
+        update(recipients)
+        .where(
+            recipients.c.id.in_(list(ids)),
+            recipients.c.lease_token == token,
+            recipients.c.status == Status.SENDING.value,
+        )
+        .values(
+            status=Status.QUEUED.value,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now,
+        )
+    )
+    async with db.write() as conn:
+        return (await conn.execute(stmt)).rowcount or 0
+
+
+async def reap(db: Database, *, now: float) -> int:
+    """Return recipients whose lease expired to the queue, flagged as possible duplicates.
+
+    The owner died or stalled somewhere in its attempt; it may have got as far as the final
+    dot, so the next attempt is marked as a possible duplicate rather than assumed clean.
+    """
+    stmt = (
+        update(recipients)
+        .where(
+            recipients.c.status == Status.SENDING.value,
+            recipients.c.lease_expires_at < now,
+        )
+        .values(
+            status=Status.DEFERRED.value,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            lease_lost=True,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    async with db.write() as conn:
+        return (await conn.execute(stmt)).rowcount or 0
+
+
+async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> list[str]:
+    """Write results in one transaction, each fenced by the lease token it was sent under.
+
+    Returns the ids that were settled; results for rows this worker no longer holds (its
+    lease expired and another worker took over) are dropped, so a stale worker cannot
+    overwrite the current owner's state.
+    """
+    if not items:
+        return []
+    ids = [s.recipient_id for s in items]
+    async with db.write() as conn:
+        held_q = select(recipients.c.id, recipients.c.lease_token).where(
+            recipients.c.id.in_(ids),
+            recipients.c.status == Status.SENDING.value,
+        )
+        if not db.is_sqlite:
+            held_q = held_q.with_for_update()
+        held = {(r[0], r[1]) for r in (await conn.execute(held_q)).all()}
+        live = [s for s in items if (s.recipient_id, s.token) in held]
+        if not live:
+            return []
+
+        await conn.execute(
+            update(recipients)
+            .where(recipients.c.id == bindparam("b_id"))
+            .values(
+                status=bindparam("b_status"),
+                attempts=bindparam("b_attempts"),
+                next_attempt_at=func.coalesce(
+                    bindparam("b_next", type_=recipients.c.next_attempt_at.type),
+                    recipients.c.next_attempt_at,
+                ),
+                lease_owner=None,
+                lease_token=None,
+                lease_expires_at=None,
+                lease_lost=False,
+                possible_duplicate=recipients.c.possible_duplicate
+                | bindparam("b_dup", type_=recipients.c.possible_duplicate.type),
+                reason=bindparam("b_reason"),
+                last_code=bindparam("b_code"),
+                last_enhanced=bindparam("b_enhanced"),
+                last_reply=bindparam("b_reply"),
+                last_stage=bindparam("b_stage"),
+                sent_at=bindparam("b_sent_at"),
+                updated_at=now,
+            ),
+            [
+                {
+                    "b_id": s.recipient_id,
+                    "b_status": s.status,
+                    "b_attempts": s.attempt_number,
+                    "b_next": s.next_attempt_at,
+                    "b_dup": s.possible_duplicate,
+                    "b_reason": s.reason,
+                    "b_code": s.code,
+                    "b_enhanced": s.enhanced,
+                    "b_reply": s.reply,
+                    "b_stage": s.stage,
+                    "b_sent_at": now if s.status == Status.SENT.value else None,
+                }
+                for s in live
+            ],
+        )
+        tried = [s for s in live if s.attempted]
+        if tried:
+            await conn.execute(
+                attempts.insert(),
+                [
+                    {
+                        "recipient_id": s.recipient_id,
+                        "message_id": s.message_id,
+                        "number": s.attempt_number,
+                        "started_at": s.started_at,
+                        "duration": s.duration,
+                        "outcome": s.outcome,
+                        "stage": s.stage,
+                        "code": s.code,
+                        "enhanced": s.enhanced,
+                        "reply": s.reply,
+                        "possible_duplicate": s.possible_duplicate,
+                        "worker": s.token[:64],
+                    }
+                    for s in tried
+                ],
+            )
+        await _write_events(conn, db, live, now)
+    return [s.recipient_id for s in live]
+
+
+async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now: float) -> None:
+    by_message: dict[str, list[Settlement]] = defaultdict(list)
+    for s in live:
+        by_message[s.message_id].append(s)
+    seq_q = select(messages.c.id, messages.c.event_seq).where(
+        messages.c.id.in_(list(by_message))
+    )
+    if not db.is_sqlite:
+        # Serialises sequence numbers between workers settling the same message.
+        seq_q = seq_q.order_by(messages.c.id).with_for_update()
+    last = {r[0]: r[1] for r in (await conn.execute(seq_q)).all()}
+    rows: list[dict[str, Any]] = []
+    for mid, group in by_message.items():
+        seq = last.get(mid, 0)
+        for s in group:
+            seq += 1
+            rows.append(
+                {
+                    "tenant_id": s.tenant_id,
+                    "message_id": mid,
+                    "recipient_id": s.recipient_id,
+                    "seq": seq,
+                    "type": s.event_type,
+                    "created_at": now,
+                    "data": event_data(s, seq),
+                }
+            )
+        last[mid] = seq
+    await conn.execute(
+        update(messages)
+        .where(messages.c.id == bindparam("b_id"))
+        .values(event_seq=bindparam("b_seq")),
+        [{"b_id": mid, "b_seq": last[mid]} for mid in by_message],
+    )
+    await conn.execute(events.insert(), rows)
+
+
+def event_data(s: Settlement, seq: int) -> dict[str, Any]:
+    return {
+        "message_id": s.message_id,
+        "recipient_id": s.recipient_id,
+        "recipient": s.email,
+        "status": s.status,
+        "reason": s.reason,
+        "attempt": s.attempt_number,
+        "smtp": {"code": s.code, "enhanced_code": s.enhanced, "reply": s.reply, "stage": s.stage},
+        "possible_duplicate": s.possible_duplicate,
+        "next_attempt_at": s.next_attempt_at,
+        "tags": s.tags,
+        "metadata": s.metadata,
+        "seq": seq,
+    }
+
+
+async def next_due(db: Database) -> float | None:
+    """When the earliest waiting recipient becomes due, for an idle worker's sleep."""
+    stmt = select(func.min(recipients.c.next_attempt_at)).where(
+        recipients.c.status.in_(_CLAIMABLE)
+    )
+    async with db.read() as conn:
+        return (await conn.execute(stmt)).scalar()

@@ -1,0 +1,149 @@
+"""Database tables (SQLModel). Hot paths use the Core tables (``Model.__table__``).
+
+Times are stored as float seconds since the Unix epoch (UTC) in every ``*_at`` column: the
+same representation on SQLite and PostgreSQL, cheap to compare in claim queries, and
+rendered as RFC 3339 by the API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, Text, text
+from sqlmodel import Field, SQLModel
+
+# Alembic and tests share this metadata.
+metadata = SQLModel.metadata
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
+_BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+_CLAIMABLE = "status IN ('scheduled', 'queued', 'deferred')"
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(index=True, max_length=64)
+    name: str = Field(max_length=200)
+    prefix: str = Field(max_length=32, description="Shown in lists; enough to recognise a key.")
+    key_hash: str = Field(unique=True, max_length=64, description="SHA-256 hex of the key.")
+    scopes: str = Field(default="", max_length=500, description="Space-separated scopes.")
+    created_at: float
+    expires_at: float | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+
+
+class Message(SQLModel, table=True):
+    __tablename__ = "messages"
+    __table_args__ = (Index("ix_messages_tenant_id_id", "tenant_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(max_length=64)
+    created_at: float
+    sender: str = Field(max_length=320)
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    message_id_header: str = Field(max_length=255)
+    mime: bytes | None = Field(
+        default=None, sa_column=Column(LargeBinary, nullable=True), description="Exact bytes."
+    )
+    size: int
+    smtputf8: bool = False
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    meta: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column("metadata", JSON, nullable=False)
+    )
+    send_at: float | None = None
+    expires_at: float | None = None
+    priority: int = Field(default=1, description="0 high, 1 normal, 2 low.")
+    event_seq: int = Field(default=0, description="Last per-message event sequence number.")
+
+
+class Recipient(SQLModel, table=True):
+    __tablename__ = "recipients"
+    __table_args__ = (
+        Index(
+            "ix_recipients_due",
+            "priority",
+            "next_attempt_at",
+            sqlite_where=text(_CLAIMABLE),
+            postgresql_where=text(_CLAIMABLE),
+        ),
+        Index(
+            "ix_recipients_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'sending'"),
+            postgresql_where=text("status = 'sending'"),
+        ),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    message_id: str = Field(foreign_key="messages.id", index=True, max_length=40)
+    tenant_id: str = Field(max_length=64)
+    email: str = Field(max_length=320, index=True)
+    kind: str = Field(max_length=8)
+    status: str = Field(max_length=16)
+    priority: int = 1
+    attempts: int = 0
+    created_at: float
+    updated_at: float
+    next_attempt_at: float
+    deadline: float = Field(description="No attempt starts after this moment.")
+    lease_owner: str | None = Field(default=None, max_length=64)
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = None
+    lease_lost: bool = Field(
+        default=False, description="A lease expired mid-attempt: the next try may duplicate."
+    )
+    possible_duplicate: bool = False
+    reason: str | None = Field(default=None, max_length=64)
+    last_code: int | None = None
+    last_enhanced: str | None = Field(default=None, max_length=16)
+    last_reply: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_stage: str | None = Field(default=None, max_length=16)
+    sent_at: float | None = None
+
+
+class Attempt(SQLModel, table=True):
+    __tablename__ = "attempts"
+
+    id: int | None = Field(default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    )
+    recipient_id: str = Field(foreign_key="recipients.id", index=True, max_length=40)
+    message_id: str = Field(index=True, max_length=40)
+    number: int
+    started_at: float
+    duration: float
+    outcome: str = Field(max_length=16)
+    stage: str = Field(max_length=16)
+    code: int | None = None
+    enhanced: str | None = Field(default=None, max_length=16)
+    reply: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    possible_duplicate: bool = False
+    worker: str | None = Field(default=None, max_length=64)
+
+
+class Event(SQLModel, table=True):
+    """The outbox: one row per recipient state change, read by webhooks and clients."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    )
+    tenant_id: str = Field(max_length=64)
+    message_id: str = Field(index=True, max_length=40)
+    recipient_id: str | None = Field(default=None, max_length=40)
+    seq: int
+    type: str = Field(max_length=40)
+    created_at: float
+    data: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+
+
+api_keys = ApiKey.__table__  # type: ignore[attr-defined]
+messages = Message.__table__  # type: ignore[attr-defined]
+recipients = Recipient.__table__  # type: ignore[attr-defined]
+attempts = Attempt.__table__  # type: ignore[attr-defined]
+events = Event.__table__  # type: ignore[attr-defined]

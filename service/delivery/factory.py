@@ -1,0 +1,46 @@
+"""Building the delivery side of a process from settings."""
+
+from __future__ import annotations
+
+from service.delivery.transport import Transport
+from service.delivery.worker import Worker, WorkerOptions
+from service.db.engine import Database
+from service.domain.retry import RetryPolicy
+from service.settings import Settings
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        min_delay=settings.retry_min_delay,
+        max_delay=settings.retry_max_delay,
+        lifetime=settings.queue_lifetime,
+    )
+
+
+def smtp_transport(settings: Settings) -> Transport:
+    from service.delivery.smtp import SmtpTransport
+    from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts
+
+    target = SmtpTarget.parse(settings.smtp_url.get_secret_value())
+    timeouts = SmtpTimeouts().scaled(settings.smtp_timeout_scale)
+    return SmtpTransport(
+        target,
+        timeouts,
+        pool_size=settings.smtp_pool_size,
+        local_hostname=settings.smtp_local_hostname,
+        max_rcpt_per_transaction=settings.smtp_max_recipients,
+    )
+
+
+def build_worker(settings: Settings, db: Database, transport: Transport) -> Worker:
+    return Worker(
+        db,
+        transport,
+        policy=retry_policy(settings),
+        options=WorkerOptions(
+            lease_seconds=settings.lease_seconds,
+            batch_size=settings.worker_batch_size,
+            poll_interval=settings.worker_poll_interval,
+            fault_injection=settings.fault_injection,
+        ),
+    )

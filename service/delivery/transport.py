@@ -1,0 +1,93 @@
+"""The seam between the delivery worker and the wire.
+
+A transport takes one outgoing SMTP transaction (envelope + exact bytes) and returns a
+result for every recipient. Expected outcomes — refusals, timeouts, dropped connections —
+are values here, never exceptions: the worker only decides what each outcome means for the
+recipient's state (see ``service.delivery.decide``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+
+class Stage(StrEnum):
+    """How far an SMTP session got; recorded on every attempt."""
+
+    CONNECT = "connect"
+    GREETING = "greeting"
+    HELO = "helo"
+    TLS = "tls"
+    AUTH = "auth"
+    MAIL = "mail"
+    RCPT = "rcpt"
+    DATA = "data"
+    DOT = "dot"
+
+
+class Outcome(StrEnum):
+    """What the upstream said about one recipient."""
+
+    ACCEPTED = "accepted"  # 2xx after the final dot
+    TEMPORARY = "temporary"  # 4xx, timeouts, connection and protocol errors
+    PERMANENT = "permanent"  # 5xx
+    UNKNOWN = "unknown"  # lost after the final dot: may have been delivered (RFC 1047)
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply (or a local description of why there was none)."""
+
+    code: int | None
+    enhanced: str | None
+    text: str
+
+    @classmethod
+    def local(cls, text: str) -> Reply:
+        return cls(code=None, enhanced=None, text=text)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One SMTP transaction to attempt: the envelope and the exact bytes to send."""
+
+    mail_from: str
+    recipients: Sequence[str]
+    data: bytes
+    # Hints for the upstream (RFC 6531 / RFC 6152).
+    smtputf8: bool = False
+    eight_bit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientResult:
+    recipient: str
+    outcome: Outcome
+    reply: Reply
+    stage: Stage
+    possible_duplicate: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    results: tuple[RecipientResult, ...]
+    duration: float
+    stage: Stage
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def for_recipient(self, rcpt: str) -> RecipientResult:
+        for r in self.results:
+            if r.recipient == rcpt:
+                return r
+        raise KeyError(rcpt)
+
+
+class Transport(Protocol):
+    """Anything that can carry an ``Outgoing`` transaction."""
+
+    async def send(self, job: Outgoing) -> SendResult: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,389 @@
+"""The delivery worker: claim due recipients, send them, settle the results.
+
+One loop claims work while there is capacity; each message becomes one job on the
+transport; results flow to a settle batcher that writes them in shared transactions. A
+heartbeat keeps the leases of in-flight work alive, and a reaper returns leases that other
+(dead) workers let expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import signal
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from service.db import queue
+from service.db.engine import Database, DatabaseUnavailable
+from service.delivery.decide import decide, expire
+from service.delivery.transport import (
+    Outcome,
+    Outgoing,
+    RecipientResult,
+    Reply,
+    Stage,
+    Transport,
+)
+from service.domain.retry import RetryPolicy
+
+log = logging.getLogger(__name__)
+
+FAULT_AFTER_SMTP = "after_smtp_before_settle"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    lease_seconds: float = 900.0
+    batch_size: int = 256
+    poll_interval: float = 1.0
+    shutdown_grace: float = 30.0
+    fault_injection: str = ""  # testing only: see Settings.fault_injection
+
+
+class Worker:
+    def __init__(
+        self,
+        db: Database,
+        transport: Transport,
+        *,
+        policy: RetryPolicy,
+        options: WorkerOptions,
+        name: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.db = db
+        self.transport = transport
+        self.policy = policy
+        self.opt = options
+        self.name = name or f"{os.uname().nodename}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.clock = clock
+        self._rng = random.Random()
+        self._wake = asyncio.Event()
+        self._inflight: dict[str, set[str]] = {}  # lease token -> recipient ids not yet settled
+        self._unstarted: dict[str, set[str]] = defaultdict(set)
+        self._jobs: set[asyncio.Task[None]] = set()
+        self._settler = _SettleBatcher(db, clock)
+        self.sent = 0
+
+    def wake(self) -> None:
+        """Called after an accept commits, so an idle worker starts at once."""
+        self._wake.set()
+
+    @property
+    def inflight(self) -> int:
+        return sum(len(v) for v in self._inflight.values())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        self._settler.start()
+        side = [
+            asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat"),
+            asyncio.create_task(self._reaper(stop), name="lease-reaper"),
+        ]
+        try:
+            await self._claim_loop(stop)
+        finally:
+            await self._drain()
+            for t in side:
+                t.cancel()
+            for t in side:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
+            await self._settler.stop()
+
+    async def _claim_loop(self, stop: asyncio.Event) -> None:
+        backoff = 0.1
+        while not stop.is_set():
+            capacity = self.opt.batch_size - self.inflight
+            claimed: list[queue.Claimed] = []
+            if capacity > 0:
+                self._wake.clear()
+                token = uuid.uuid4().hex
+                try:
+                    claimed = await queue.claim(
+                        self.db,
+                        owner=self.name,
+                        token=token,
+                        limit=capacity,
+                        lease_seconds=self.opt.lease_seconds,
+                        now=self.clock(),
+                    )
+                    backoff = 0.1
+                except DatabaseUnavailable as exc:
+                    log.warning("claim failed, database unavailable: %s", exc)
+                    await _sleep_or_stop(stop, backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if claimed:
+                    self._start_batch(token, claimed)
+                    continue
+            await self._idle_wait(stop, full=capacity <= 0)
+
+    async def _idle_wait(self, stop: asyncio.Event, *, full: bool) -> None:
+        timeout = self.opt.poll_interval
+        if not full:
+            with contextlib.suppress(DatabaseUnavailable):
+                due = await queue.next_due(self.db)
+                if due is not None:
+                    timeout = max(0.0, min(timeout, due - self.clock()))
+        if timeout <= 0:
+            return
+        waiter = asyncio.create_task(self._wake.wait())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            stopper.cancel()
+
+    def _start_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
+        self._inflight[token] = {c.id for c in claimed}
+        self._unstarted[token] = {c.id for c in claimed}
+        task = asyncio.create_task(self._run_batch(token, claimed))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _run_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
+        try:
+            bodies = await _retry_db(lambda: queue.load_bodies(self.db, {c.message_id for c in claimed}))
+            by_message: dict[str, list[queue.Claimed]] = defaultdict(list)
+            for c in claimed:
+                by_message[c.message_id].append(c)
+            await asyncio.gather(
+                *(self._send_message(token, bodies[mid], group) for mid, group in by_message.items())
+            )
+        finally:
+            self._inflight.pop(token, None)
+            self._unstarted.pop(token, None)
+            self._wake.set()
+
+    async def _send_message(
+        self, token: str, body: queue.MessageBody, group: list[queue.Claimed]
+    ) -> None:
+        now = self.clock()
+        expired = [c for c in group if now >= c.deadline]
+        live = [c for c in group if now < c.deadline]
+        settlements = [self._expired(token, body, c, now) for c in expired]
+        if live:
+            self._unstarted[token].difference_update(c.id for c in live)
+            job = Outgoing(
+                mail_from=body.sender,
+                recipients=[c.email for c in live],
+                data=body.mime,
+                smtputf8=body.smtputf8,
+            )
+            started = self.clock()
+            try:
+                result = await self.transport.send(job)
+                results = {r.recipient: r for r in result.results}
+            except Exception as exc:  # noqa: BLE001 - a transport bug must not lose the claim
+                log.exception("transport raised; treating as a temporary failure")
+                results = {}
+                result_stage = Stage.CONNECT
+                fallback = Reply.local(f"internal transport error: {type(exc).__name__}")
+            else:
+                result_stage = result.stage
+                fallback = Reply.local("no result for recipient")
+            if self.opt.fault_injection == FAULT_AFTER_SMTP and any(
+                r.outcome is Outcome.ACCEPTED for r in results.values()
+            ):
+                os.kill(os.getpid(), signal.SIGKILL)
+            duration = self.clock() - started
+            for c in live:
+                r = results.get(c.email) or RecipientResult(
+                    c.email, Outcome.TEMPORARY, fallback, result_stage
+                )
+                settlements.append(self._settlement(token, body, c, r, started, duration))
+        await self._settler.submit(settlements)
+        for s in settlements:
+            self._inflight.get(token, set()).discard(s.recipient_id)
+            if s.status == "sent":
+                self.sent += 1
+
+    def _settlement(
+        self,
+        token: str,
+        body: queue.MessageBody,
+        c: queue.Claimed,
+        r: RecipientResult,
+        started: float,
+        duration: float,
+    ) -> queue.Settlement:
+        number = c.attempts + 1
+        now = self.clock()
+        d = decide(
+            r, attempts=number, now=now, deadline=c.deadline, policy=self.policy, rng=self._rng
+        )
+        return queue.Settlement(
+            recipient_id=c.id,
+            token=token,
+            message_id=c.message_id,
+            tenant_id=c.tenant_id,
+            email=c.email,
+            status=d.status.value,
+            attempt_number=number,
+            next_attempt_at=d.next_attempt_at,
+            reason=d.reason,
+            event_type=d.event,
+            outcome=r.outcome.value,
+            stage=r.stage.value,
+            code=r.reply.code,
+            enhanced=r.reply.enhanced,
+            reply=r.reply.text,
+            started_at=started,
+            duration=duration,
+            possible_duplicate=r.possible_duplicate or c.lease_lost,
+            tags=body.tags,
+            metadata=body.metadata,
+        )
+
+    def _expired(
+        self, token: str, body: queue.MessageBody, c: queue.Claimed, now: float
+    ) -> queue.Settlement:
+        d = expire(now)
+        return queue.Settlement(
+            recipient_id=c.id,
+            token=token,
+            message_id=c.message_id,
+            tenant_id=c.tenant_id,
+            email=c.email,
+            status=d.status.value,
+            attempt_number=c.attempts,
+            next_attempt_at=None,
+            reason=d.reason,
+            event_type=d.event,
+            outcome="expired",
+            stage="",
+            code=None,
+            enhanced=None,
+            reply="queue lifetime or expires_at passed before delivery",
+            started_at=now,
+            duration=0.0,
+            possible_duplicate=False,
+            tags=body.tags,
+            metadata=body.metadata,
+            attempted=False,
+        )
+
+    async def _drain(self) -> None:
+        """Graceful stop: release unstarted claims, give in-flight sessions a grace period."""
+        for token, ids in list(self._unstarted.items()):
+            if ids:
+                with contextlib.suppress(DatabaseUnavailable):
+                    await queue.release(self.db, token=token, ids=list(ids), now=self.clock())
+        if self._jobs:
+            _done, pending = await asyncio.wait(set(self._jobs), timeout=self.opt.shutdown_grace)
+            for t in pending:
+                t.cancel()
+
+    async def _heartbeat(self, stop: asyncio.Event) -> None:
+        interval = max(0.05, self.opt.lease_seconds / 3)
+        while True:
+            await asyncio.sleep(interval)
+            tokens = [t for t, ids in self._inflight.items() if ids]
+            if tokens:
+                try:
+                    await queue.extend_leases(
+                        self.db,
+                        tokens=tokens,
+                        lease_seconds=self.opt.lease_seconds,
+                        now=self.clock(),
+                    )
+                except DatabaseUnavailable as exc:
+                    log.warning("lease heartbeat failed: %s", exc)
+
+    async def _reaper(self, stop: asyncio.Event) -> None:
+        interval = min(10.0, max(0.05, self.opt.lease_seconds / 4))
+        while not stop.is_set():
+            await _sleep_or_stop(stop, interval)
+            try:
+                n = await queue.reap(self.db, now=self.clock())
+            except DatabaseUnavailable as exc:
+                log.warning("reaper failed: %s", exc)
+                continue
+            if n:
+                log.warning("returned %d recipients with expired leases to the queue", n)
+                self._wake.set()
+
+
+class _SettleBatcher:
+    """Collects settlements from concurrent jobs and writes them together."""
+
+    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+        self._db = db
+        self._clock = clock
+        self._pending: list[tuple[list[queue.Settlement], asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="settle-batcher")
+
+    async def stop(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def submit(self, items: list[queue.Settlement]) -> None:
+        if not items:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((items, fut))
+        self._wake.set()
+        await asyncio.shield(fut)
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, self._pending = self._pending, []
+            items = [s for group, _ in batch for s in group]
+            delay = 0.05
+            while True:
+                try:
+                    done = await queue.settle(self._db, items=items, now=self._clock())
+                    break
+                except DatabaseUnavailable as exc:
+                    # Keep the leases (the heartbeat still runs) and try again.
+                    log.warning("settle failed, retrying: %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+            stale = len(items) - len(done)
+            if stale:
+                log.warning("dropped %d results whose lease was lost to another worker", stale)
+            for _, fut in batch:
+                if not fut.done():
+                    fut.set_result(None)
+
+
+async def _retry_db(
+    fn: Callable[[], Awaitable[dict[str, queue.MessageBody]]], attempts: int = 20
+) -> dict[str, queue.MessageBody]:
+    """Retry a read while the database is briefly unavailable (leases cover the wait)."""
+    delay = 0.05
+    for _ in range(attempts - 1):
+        try:
+            return await fn()
+        except DatabaseUnavailable as exc:
+            log.warning("read failed, retrying: %s", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+    return await fn()
+
+
+async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)

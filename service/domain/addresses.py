@@ -1,0 +1,61 @@
+"""Parsing and validating addresses given as ``a@example.com`` or ``Name <a@example.com>``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from email_validator import EmailNotValidError, validate_email
+
+from service.domain.headers import unsafe_text_reason
+
+# A display name, optionally quoted, then an address in angle brackets.
+_NAME_ADDR = re.compile(r'^\s*(?:"(?P<qname>[^"]*)"|(?P<name>[^<>"]*?))\s*<(?P<addr>[^<>]*)>\s*$')
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """A validated mailbox: ``email`` is what goes on the envelope."""
+
+    email: str
+    name: str | None = None
+    smtputf8: bool = False  # the local part is not ASCII: needs SMTPUTF8 upstream
+
+
+def parse_address(raw: str) -> Address:
+    """Parse and validate one address; raises ``ValueError`` with a user-facing reason."""
+    reason = unsafe_text_reason(raw)
+    if reason:
+        raise ValueError(reason)
+    m = _NAME_ADDR.match(raw)
+    if m:
+        name = (m.group("qname") if m.group("qname") is not None else m.group("name")).strip()
+        addr = m.group("addr").strip()
+    else:
+        name, addr = "", raw.strip()
+    if not addr:
+        raise ValueError("the address is empty")
+    if any(c in addr for c in " <>(),;:\\\"[]") and "@" in addr and "[" not in addr.split("@")[-1]:
+        raise ValueError("the address contains characters that are not allowed")
+    try:
+        checked = validate_email(
+            addr, check_deliverability=False, allow_smtputf8=True, allow_quoted_local=False
+        )
+    except EmailNotValidError as exc:
+        raise ValueError(str(exc)) from None
+    ascii_email = checked.ascii_email
+    email = ascii_email if ascii_email else checked.normalized
+    return Address(email=email, name=name or None, smtputf8=ascii_email is None)
+
+
+def unique_by_email(addresses: list[Address]) -> list[Address]:
+    """Drop repeated mailboxes (domain compared case-insensitively), keeping the first."""
+    seen: set[str] = set()
+    out: list[Address] = []
+    for a in addresses:
+        local, _, domain = a.email.rpartition("@")
+        key = f"{local}@{domain.lower()}"
+        if key not in seen:
+            seen.add(key)
+            out.append(a)
+    return out

@@ -1,0 +1,108 @@
+"""Turning a validated draft into the rows of one accepted message."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from service.db.accepts import NewMessage
+from service.domain.envelope import Draft
+from service.domain.ids import new_id
+from service.domain.mime import build_mime, make_message_id
+from service.domain.retry import RetryPolicy
+from service.domain.status import Status
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    id: str
+    status: str
+    created_at: float
+    message_id_header: str
+    recipients: list[tuple[str, str, str]]  # (recipient id, email, status)
+
+
+def prepare(
+    draft: Draft,
+    *,
+    tenant_id: str,
+    now: float,
+    policy: RetryPolicy,
+    message_id_domain: str,
+    send_at: float | None = None,
+    expires_at: float | None = None,
+    priority: int = 1,
+) -> tuple[NewMessage, Accepted]:
+    """Build the exact MIME bytes once and the rows that record the message."""
+    msg_id = new_id("msg", now)
+    header_id = make_message_id(msg_id.lower().replace("_", "."), message_id_domain)
+    mime = build_mime(draft, message_id=header_id, date=datetime.fromtimestamp(now, UTC))
+    scheduled = send_at is not None and send_at > now
+    status = Status.SCHEDULED if scheduled else Status.QUEUED
+    due = send_at if scheduled and send_at is not None else now
+    deadline = policy.deadline(now, expires_at)
+
+    message = {
+        "id": msg_id,
+        "tenant_id": tenant_id,
+        "created_at": now,
+        "sender": draft.sender.email,
+        "subject": draft.subject,
+        "message_id_header": header_id,
+        "mime": mime,
+        "size": len(mime),
+        "smtputf8": draft.smtputf8,
+        "tags": list(draft.tags),
+        "metadata": dict(draft.metadata),
+        "send_at": send_at,
+        "expires_at": expires_at,
+        "priority": priority,
+        "event_seq": 0,
+    }
+    rcpt_rows = []
+    event_rows = []
+    summary = []
+    for seq, r in enumerate(draft.recipients, start=1):
+        rid = new_id("rcp", now)
+        rcpt_rows.append(
+            {
+                "id": rid,
+                "message_id": msg_id,
+                "tenant_id": tenant_id,
+                "email": r.address.email,
+                "kind": r.kind,
+                "status": status.value,
+                "priority": priority,
+                "attempts": 0,
+                "created_at": now,
+                "updated_at": now,
+                "next_attempt_at": due,
+                "deadline": deadline,
+                "lease_lost": False,
+                "possible_duplicate": False,
+            }
+        )
+        event_rows.append(
+            {
+                "tenant_id": tenant_id,
+                "message_id": msg_id,
+                "recipient_id": rid,
+                "seq": seq,
+                "type": f"message.{status.value}",
+                "created_at": now,
+                "data": {
+                    "message_id": msg_id,
+                    "recipient_id": rid,
+                    "recipient": r.address.email,
+                    "status": status.value,
+                    "attempt": 0,
+                    "tags": list(draft.tags),
+                    "metadata": dict(draft.metadata),
+                    "seq": seq,
+                },
+            }
+        )
+        summary.append((rid, r.address.email, status.value))
+    message["event_seq"] = len(rcpt_rows)
+    accepted = Accepted(msg_id, status.value, now, header_id, summary)
+    return NewMessage(message, rcpt_rows, event_rows), accepted
