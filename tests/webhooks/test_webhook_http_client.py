@@ -4,8 +4,8 @@ import ipaddress
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import httpx
