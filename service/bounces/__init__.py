@@ -11,7 +11,7 @@ Public surface:
 """
 
 from service.bounces.classify import BounceCategory, classify
-from service.bounces.parse import BounceReport, ReportKind, RecipientReport, parse_report
+from service.bounces.parse import BounceReport, RecipientReport, ReportKind, parse_report
 from service.bounces.return_path import make_return_path, parse_return_path
 
 __all__ = [

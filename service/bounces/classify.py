@@ -76,7 +76,9 @@ _TEXT_RULES: tuple[tuple[re.Pattern[str], BounceCategory], ...] = (
         BounceCategory.MAILBOX_UNKNOWN,
     ),
     (
-        _phrases(r"quota", r"mailbox (is )?full", r"insufficient (system )?storage", r"over ?limit"),
+        _phrases(
+            r"quota", r"mailbox (is )?full", r"insufficient (system )?storage", r"over ?limit"
+        ),
         BounceCategory.MAILBOX_FULL,
     ),
     (

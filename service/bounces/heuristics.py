@@ -121,7 +121,7 @@ def _exim(human: str) -> list[TextRecipient]:
 
 
 def _generic(human: str, ignore: set[str]) -> list[TextRecipient]:
-    positions: dict[str, int] = {}
+    first_seen: dict[str, tuple[int, str]] = {}
     for line_match in re.finditer(r"^.*$", human, re.M):
         line = line_match.group(0)
         if _HEADER_LINE.match(line):
@@ -129,20 +129,18 @@ def _generic(human: str, ignore: set[str]) -> list[TextRecipient]:
         for match in _ADDRESS.finditer(line):
             address = match.group(0).rstrip(".")
             key = address.lower()
-            if key in ignore or _DAEMON.search(address) or key in positions:
+            if key in ignore or _DAEMON.search(address) or key in first_seen:
                 continue
-            positions[key] = line_match.start() + match.start()
-    ordered = sorted(positions.items(), key=lambda item: item[1])
+            first_seen[key] = (line_match.start() + match.start(), address)
+    ordered = sorted(first_seen.values())
     global_code, global_line = _code(human), _code_line(human)
     found = []
-    for index, (_, start) in enumerate(ordered):
-        end = ordered[index + 1][1] if index + 1 < len(ordered) else len(human)
+    for index, (start, address) in enumerate(ordered):
+        end = ordered[index + 1][0] if index + 1 < len(ordered) else len(human)
         segment = human[start:end]
-        address = _ADDRESS.match(human, start)
-        assert address is not None
         code = _code(segment) or global_code
         diagnostic = _code_line(segment) or global_line or _squash(segment.split("\n\n")[0])
-        found.append(TextRecipient(address.group(0).rstrip("."), code, diagnostic))
+        found.append(TextRecipient(address, code, diagnostic))
     return found
 
 

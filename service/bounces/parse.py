@@ -12,7 +12,7 @@ import email
 import email.policy
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from email.message import Message
 from email.parser import HeaderParser
 from email.utils import getaddresses
@@ -123,7 +123,11 @@ def _field_blocks(text: str) -> list[dict[str, str]]:
 def _status_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
     if isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
-        return [{k.lower(): _text(v) or "" for k, v in block.items()} for block in payload]
+        return [
+            {k.lower(): _text(v) or "" for k, v in block.items()}
+            for block in payload
+            if isinstance(block, Message)
+        ]
     if isinstance(payload, list):  # global DSN: parsed as one message, re-split it
         text = "".join(m.as_string() for m in payload if isinstance(m, Message))
         return _field_blocks(text)
@@ -224,10 +228,6 @@ def parse_report(raw: bytes) -> BounceReport:
     returned = _returned_headers(message)
     returned_id = _message_id(returned.get("Message-ID")) if returned is not None else None
     returned_path = [str(returned.get("Return-Path") or "")] if returned is not None else []
-    common = {
-        "report_message_id": report_id,
-        "subject": subject,
-    }
 
     ctype = message.get_content_type()
     report_type = (message.get_param("report-type") or "") if ctype == "multipart/report" else ""
@@ -245,7 +245,8 @@ def parse_report(raw: bytes) -> BounceReport:
                 original_envelope_id=_typed_value(per_message.get("original-envelope-id")),
                 envelope_addresses=_envelope_addresses(message, returned_path),
                 reporting_mta=_typed_value(per_message.get("reporting-mta")),
-                **common,
+                report_message_id=report_id,
+                subject=subject,
             )
 
     arf_part = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
@@ -273,7 +274,8 @@ def parse_report(raw: bytes) -> BounceReport:
             envelope_addresses=_envelope_addresses(message, [mail_from, *returned_path]),
             reporting_mta=_typed_value(fields.get("reporting-mta")),
             feedback_type=feedback_type,
-            **common,
+            report_message_id=report_id,
+            subject=subject,
         )
 
     body = "\n".join(
@@ -299,7 +301,8 @@ def parse_report(raw: bytes) -> BounceReport:
             format="none",
             original_message_id=returned_id,
             envelope_addresses=_envelope_addresses(message, returned_path),
-            **common,
+            report_message_id=report_id,
+            subject=subject,
         )
     entries = tuple(
         RecipientReport(
@@ -317,5 +320,6 @@ def parse_report(raw: bytes) -> BounceReport:
         recipients=entries,
         original_message_id=returned_id if returned_id != report_id else None,
         envelope_addresses=_envelope_addresses(message, returned_path),
-        **common,
+        report_message_id=report_id,
+        subject=subject,
     )
