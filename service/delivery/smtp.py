@@ -1,0 +1,193 @@
+"""The SMTP transport: pooled, TLS-enforcing, per-recipient results, never raising.
+
+Usage::
+
+    transport = SmtpTransport(SmtpTarget.parse(url), SmtpTimeouts())
+    result = await transport.send(Outgoing(mail_from, recipients, data))
+    await transport.aclose()
+
+Up to ``pool_size`` sessions run at once; a session is reused for the next transaction
+(aiosmtplib does not pipeline, so throughput comes from many warm connections). A session
+that broke, or sat idle longer than ``idle_timeout``, is closed instead of reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import deque
+
+import aiosmtplib
+
+from service.delivery.smtp_reply import local_reply
+from service.delivery.smtp_session import Session, SessionError, build_tls_context, open_session
+from service.delivery.smtp_transaction import Envelope, Progress, SessionBroken, run_transactions
+from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts, TlsMode
+from service.delivery.transport import Outcome, Outgoing, SendResult, Stage
+
+log = logging.getLogger(__name__)
+
+
+class SmtpTransport:
+    def __init__(
+        self,
+        target: SmtpTarget,
+        timeouts: SmtpTimeouts | None = None,
+        *,
+        pool_size: int = 10,
+        local_hostname: str = "kirim.localhost",
+        max_rcpt_per_transaction: int = 100,
+        tls_context: ssl.SSLContext | None = None,
+        idle_timeout: float = 60.0,
+    ) -> None:
+        if pool_size < 1 or max_rcpt_per_transaction < 1:
+            raise ValueError("pool_size and max_rcpt_per_transaction must be at least 1")
+        self.target = target
+        self.timeouts = timeouts or SmtpTimeouts()
+        self.local_hostname = local_hostname
+        self.max_rcpt = max_rcpt_per_transaction
+        self.idle_timeout = idle_timeout
+        self._tls_context = tls_context or build_tls_context(target.verify)
+        self._slots = asyncio.Semaphore(pool_size)
+        self._idle: deque[Session] = deque()
+        self._closed = False
+        self.connections_opened = 0
+
+    async def send(self, job: Outgoing) -> SendResult:
+        if self._closed:
+            raise RuntimeError("SmtpTransport is closed")
+        started = time.monotonic()
+        progress = Progress(job)
+        recipients = list(dict.fromkeys(job.recipients))
+        extra: dict[str, str] = {}
+        if recipients:
+            async with self._slots:
+                await self._deliver(progress, recipients, extra)
+        results = tuple(progress.results[r] for r in recipients)
+        return SendResult(results, time.monotonic() - started, progress.reached, extra)
+
+    async def aclose(self) -> None:
+        """Close idle sessions; sessions in use are closed when their send finishes."""
+        self._closed = True
+        idle = list(self._idle)
+        self._idle.clear()
+        await asyncio.gather(*(s.close() for s in idle), return_exceptions=True)
+
+    async def _deliver(
+        self, progress: Progress, recipients: list[str], extra: dict[str, str]
+    ) -> None:
+        force_new = False
+        while True:
+            try:
+                session, reused = await self._checkout(force_new)
+            except SessionError as exc:
+                progress.reach(exc.stage)
+                progress.decide(recipients, Outcome.TEMPORARY, exc.stage, exc.reply)
+                return
+            progress.reach(self._setup_stage())
+            extra["connection"] = "reused" if reused else "new"
+            if session.tls_version:
+                extra["tls"] = session.tls_version
+            try:
+                await self._send_on(session, progress, recipients, reused)
+            except SessionBroken as exc:
+                await session.close(quit_timeout=0)
+                if exc.no_reply_at_first_mail and reused and not progress.results:
+                    log.info("reused SMTP connection was stale; retrying on a new one")
+                    force_new = True
+                    continue
+                progress.reach(exc.stage)
+                progress.decide(recipients, Outcome.TEMPORARY, exc.stage, exc.reply)
+                return
+            except BaseException:
+                # Unexpected errors and cancellation: never put a session in an
+                # unknown state back into the pool.
+                session.smtp.close()
+                raise
+            self._checkin(session)
+            return
+
+    async def _send_on(
+        self, session: Session, progress: Progress, recipients: list[str], reused: bool
+    ) -> None:
+        smtp = session.smtp
+        envelope = self._envelope(smtp, progress, recipients)
+        pending = progress.undecided(recipients)
+        if pending and envelope is not None:
+            await run_transactions(
+                smtp, progress, pending, envelope, self.timeouts, self.max_rcpt, reused=reused
+            )
+            session.transactions += 1
+
+    def _envelope(
+        self, smtp: aiosmtplib.SMTP, progress: Progress, recipients: list[str]
+    ) -> Envelope | None:
+        """MAIL parameters; decides locally what the upstream cannot take (RFC 6531, 1870)."""
+        job = progress.job
+        options: list[str] = []
+        non_ascii = [r for r in recipients if not r.isascii()]
+        needs_utf8 = job.smtputf8 or not job.mail_from.isascii()
+        if smtp.supports_extension("smtputf8"):
+            if needs_utf8 or non_ascii:
+                options.append("SMTPUTF8")
+        elif needs_utf8 or non_ascii:
+            reply = local_reply(
+                "message needs SMTPUTF8 (RFC 6531) but the upstream does not offer it", "5.6.7"
+            )
+            progress.decide(
+                recipients if needs_utf8 else non_ascii, Outcome.PERMANENT, Stage.MAIL, reply
+            )
+            if needs_utf8:
+                return None
+        if job.eight_bit and smtp.supports_extension("8bitmime"):
+            options.append("BODY=8BITMIME")
+        if smtp.supports_extension("size"):
+            limit = _size_limit(smtp.esmtp_extensions.get("size", ""))
+            if limit and len(job.data) > limit:
+                reply = local_reply(
+                    f"message size {len(job.data)} exceeds the upstream limit {limit}", "5.3.4"
+                )
+                progress.decide(recipients, Outcome.PERMANENT, Stage.MAIL, reply)
+                return None
+            options.append(f"SIZE={len(job.data)}")
+        encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
+        return Envelope(tuple(options), encoding)
+
+    async def _checkout(self, force_new: bool) -> tuple[Session, bool]:
+        now = time.monotonic()
+        while self._idle and not force_new:
+            session = self._idle.pop()
+            if session.connected and now - session.last_used < self.idle_timeout:
+                return session, True
+            await session.close(quit_timeout=0 if not session.connected else 1.0)
+        session = await open_session(
+            self.target,
+            self.timeouts,
+            local_hostname=self.local_hostname,
+            tls_context=self._tls_context,
+        )
+        self.connections_opened += 1
+        return session, False
+
+    def _checkin(self, session: Session) -> None:
+        session.last_used = time.monotonic()
+        if self._closed or not session.connected:
+            session.smtp.close()
+            return
+        self._idle.append(session)
+
+    def _setup_stage(self) -> Stage:
+        if self.target.has_credentials:
+            return Stage.AUTH
+        if self.target.tls is TlsMode.NONE:
+            return Stage.HELO
+        return Stage.TLS
+
+
+def _size_limit(value: str) -> int:
+    try:
+        return max(0, int(value.split()[0])) if value.strip() else 0
+    except ValueError:
+        return 0
