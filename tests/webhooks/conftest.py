@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-# `tests.support` must import however pytest is started (the console script does not put
-# the repository root on sys.path); `pythonpath = ["."]` in the pytest config does the same.
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
 
 
 class ConnectSpy:

@@ -148,6 +148,16 @@ async def test_big_response_body_is_capped(
     assert outcome.response_text == "x" * 4096
 
 
+async def test_reading_stops_at_the_cap(receiver: HttpReceiver, resolver: Any) -> None:
+    # The body announces 1 GB but stalls after 64 KiB: only a capped read returns in time.
+    receiver.enqueue(Reply(200, b"y" * 65536, (("content-length", str(10**9)),)))
+    async with create_client(total_timeout=2.0) as capped:
+        outcome = await post_event(capped, await checked_for(receiver, resolver), {}, b"{}")
+    assert outcome.status_code == 200, outcome.error
+    assert outcome.response_text == "y" * 4096
+    assert outcome.latency < 1.5
+
+
 async def test_small_cap_is_configurable(receiver: HttpReceiver, resolver: Any) -> None:
     receiver.enqueue(Reply(500, "é".encode() * 100))
     async with create_client(max_response_bytes=11) as small:

@@ -119,6 +119,14 @@ async def test_system_resolver_is_used_and_checked(
     assert connect_spy.attempts == []
 
 
+async def test_check_before_each_attempt_catches_a_rebound_name(resolver: Any) -> None:
+    resolver.table["flip.example"] = ["93.184.216.34"]
+    assert (await check_url("https://flip.example/", resolver=resolver)).addresses
+    resolver.table["flip.example"] = ["127.0.0.1"]
+    with pytest.raises(UnsafeUrl, match="loopback"):
+        await check_url("https://flip.example/", resolver=resolver)
+
+
 async def test_name_resolving_to_nothing_is_refused(resolver: Any) -> None:
     resolver.table["empty.example"] = []
     with pytest.raises(UnsafeUrl, match="did not resolve"):
