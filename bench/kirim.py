@@ -15,6 +15,7 @@ import httpx
 
 from bench.procs import stop_process
 
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
@@ -27,6 +28,8 @@ def kirim_command() -> list[str]:
 def kirim_env(database_url: str, sink_port: int, extra: dict[str, str]) -> dict[str, str]:
     # Inherited KIRIM_* settings would make runs depend on the caller's shell.
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_")}
+    # Run the working tree's code even if the installed package metadata is stale.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["KIRIM_DATABASE_URL"] = database_url
     env["KIRIM_SMTP_URL"] = f"smtp://127.0.0.1:{sink_port}?tls=none"
     env.update(extra)
