@@ -8,8 +8,11 @@ Parsing never raises for malformed input: anything unrecognised is ``ReportKind.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import email.policy
+import quopri
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -120,8 +123,34 @@ def _field_blocks(text: str) -> list[dict[str, str]]:
     return blocks
 
 
+def _unescape(text: str) -> str:
+    # message_from_bytes keeps undecodable 8-bit bytes as surrogates; recover UTF-8 text.
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def _message_text(message: Message) -> str:
+    """Headers and body as parsed, without re-encoding (as_string mangles 8-bit text)."""
+    head = "\n".join(f"{name}: {value}" for name, value in message.raw_items())
+    body = message.get_payload(decode=True)  # raw bytes; str payloads lose 8-bit text
+    text = body.decode("utf-8", "surrogateescape") if isinstance(body, bytes) else ""
+    return head + "\n\n" + text
+
+
 def _status_blocks(part: Message) -> list[dict[str, str]]:
     payload = part.get_payload()
+    encoding = str(part.get("Content-Transfer-Encoding") or "").strip().lower()
+    if isinstance(payload, list) and encoding in ("base64", "quoted-printable"):
+        # Non-conforming but seen in the wild: an encoded message/* part.
+        encoded = "".join(_message_text(m) for m in payload if isinstance(m, Message))
+        if encoding == "base64":
+            compact = "".join(encoded.split())
+            try:
+                decoded = base64.b64decode(compact + "=" * (-len(compact) % 4))
+            except (binascii.Error, ValueError):
+                return []
+        else:
+            decoded = quopri.decodestring(encoded.encode("ascii", "replace"))
+        return _field_blocks(decoded.decode("utf-8", "replace"))
     if isinstance(payload, list) and part.get_content_type() == "message/delivery-status":
         return [
             {k.lower(): _text(v) or "" for k, v in block.items()}
@@ -129,8 +158,8 @@ def _status_blocks(part: Message) -> list[dict[str, str]]:
             if isinstance(block, Message)
         ]
     if isinstance(payload, list):  # global DSN: parsed as one message, re-split it
-        text = "".join(m.as_string() for m in payload if isinstance(m, Message))
-        return _field_blocks(text)
+        text = "\n\n".join(_message_text(m) for m in payload if isinstance(m, Message))
+        return _field_blocks(_unescape(text))
     return _field_blocks(_decoded_text(part))
 
 
