@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -277,3 +278,22 @@ async def test_https_certificate_for_another_name_is_refused(resolver: Any) -> N
         assert outcome.status_code is None
         assert outcome.error is not None and "certificate" in outcome.error.lower()
         assert server.requests == []
+
+
+def ipv6_loopback_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not ipv6_loopback_available(), reason="no IPv6 loopback here")
+async def test_ipv6_literal_url(client: WebhookClient) -> None:
+    with HttpReceiver("::1") as server:
+        checked = await check_url(server.url_for("/v6"), (ipaddress.ip_network("::1/128"),))
+        assert checked.host == "::1"
+        outcome = await post_event(client, checked, {}, b"{}")
+        assert outcome.status_code == 200, outcome.error
+        assert server.requests[0].header("host") == f"[::1]:{server.port}"
