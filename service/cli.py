@@ -158,7 +158,9 @@ async def _worker_main(settings: Settings) -> None:
         log.info("worker %s stopped", worker.name)
 
 
-def _create_key(settings: Settings, name: str, tenant: str, scopes: tuple[str, ...], expires_in: float | None) -> str:
+def _create_key(
+    settings: Settings, name: str, tenant: str, scopes: tuple[str, ...], expires_in: float | None
+) -> str:
     from service.db.engine import Database
     from service.db.keys import create_key
 
@@ -224,7 +226,13 @@ def cmd_dev(args: argparse.Namespace) -> int:
     logs.setup(settings.log_level)
     _migrate(settings)
     capture = start_capture(data / "maildir", port=args.smtp_port)
-    key = _create_key(settings, "dev", "default", ("messages:send", "messages:read", "webhooks:manage", "keys:manage"), None)
+    key = _create_key(
+        settings,
+        "dev",
+        "default",
+        ("messages:send", "messages:read", "webhooks:manage", "keys:manage"),
+        None,
+    )
     body = json.dumps(
         {
             "from": "Kirim Dev <dev@example.com>",

@@ -45,9 +45,7 @@ class Settings(BaseSettings):
     smtp_pool_size: int = Field(
         default=16, ge=1, le=1000, description="Concurrent SMTP connections per worker process."
     )
-    smtp_local_hostname: str = Field(
-        default="kirim.localhost", description="Name sent in EHLO."
-    )
+    smtp_local_hostname: str = Field(default="kirim.localhost", description="Name sent in EHLO.")
     smtp_max_recipients: int = Field(
         default=100, ge=1, le=1000, description="Most RCPT commands in one SMTP transaction."
     )

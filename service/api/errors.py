@@ -88,7 +88,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _schema(request: Request, exc: RequestValidationError) -> Response:
-        errors = [FieldError(_loc(tuple(e.get("loc", ()))), str(e.get("msg", ""))) for e in exc.errors()]
+        errors = [
+            FieldError(_loc(tuple(e.get("loc", ()))), str(e.get("msg", ""))) for e in exc.errors()
+        ]
         errors = [e if e.loc else FieldError(("body",), e.msg) for e in errors]
         json_problem = any(e.get("type") == "json_invalid" for e in exc.errors())
         return problem(

@@ -36,10 +36,14 @@ class AttachmentIn(BaseModel):
 class SendRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
-    from_: str = Field(alias="from", max_length=998, description='"a@example.com" or "Name <a@example.com>".')
+    from_: str = Field(
+        alias="from", max_length=998, description='"a@example.com" or "Name <a@example.com>".'
+    )
     to: list[str] = Field(default_factory=list, max_length=1000, description="Recipients.")
     cc: list[str] = Field(default_factory=list, max_length=1000)
-    bcc: list[str] = Field(default_factory=list, max_length=1000, description="Never shown in headers.")
+    bcc: list[str] = Field(
+        default_factory=list, max_length=1000, description="Never shown in headers."
+    )
     reply_to: list[str] | str = Field(default_factory=list)
     subject: str = Field(max_length=998)
     text: str | None = Field(default=None, description="Plain-text body.")

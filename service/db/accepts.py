@@ -123,7 +123,7 @@ class GroupCommitter:
             for item in batch:
                 await self._commit([item])
             return
-        except Exception as exc:  # noqa: BLE001 - every waiter must learn the outcome
+        except Exception as exc:
             log.exception("accept commit failed")
             for _, fut in batch:
                 _resolve(fut, exc)

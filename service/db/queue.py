@@ -283,9 +283,7 @@ async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now
     by_message: dict[str, list[Settlement]] = defaultdict(list)
     for s in live:
         by_message[s.message_id].append(s)
-    seq_q = select(messages.c.id, messages.c.event_seq).where(
-        messages.c.id.in_(list(by_message))
-    )
+    seq_q = select(messages.c.id, messages.c.event_seq).where(messages.c.id.in_(list(by_message)))
     if not db.is_sqlite:
         # Serialises sequence numbers between workers settling the same message.
         seq_q = seq_q.order_by(messages.c.id).with_for_update()
@@ -335,8 +333,6 @@ def event_data(s: Settlement, seq: int) -> dict[str, Any]:
 
 async def next_due(db: Database) -> float | None:
     """When the earliest waiting recipient becomes due, for an idle worker's sleep."""
-    stmt = select(func.min(recipients.c.next_attempt_at)).where(
-        recipients.c.status.in_(_CLAIMABLE)
-    )
+    stmt = select(func.min(recipients.c.next_attempt_at)).where(recipients.c.status.in_(_CLAIMABLE))
     async with db.read() as conn:
         return (await conn.execute(stmt)).scalar()

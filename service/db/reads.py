@@ -49,24 +49,36 @@ async def get_message(db: Database, *, tenant_id: str, message_id: str) -> Messa
         if row is None:
             return None
         rcpts = (
-            await conn.execute(
-                select(recipients)
-                .where(recipients.c.message_id == message_id)
-                .order_by(recipients.c.id)
+            (
+                await conn.execute(
+                    select(recipients)
+                    .where(recipients.c.message_id == message_id)
+                    .order_by(recipients.c.id)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         tries = (
-            await conn.execute(
-                select(attempts)
-                .where(attempts.c.message_id == message_id)
-                .order_by(attempts.c.id)
+            (
+                await conn.execute(
+                    select(attempts)
+                    .where(attempts.c.message_id == message_id)
+                    .order_by(attempts.c.id)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         evs = (
-            await conn.execute(
-                select(events).where(events.c.message_id == message_id).order_by(events.c.id)
+            (
+                await conn.execute(
+                    select(events).where(events.c.message_id == message_id).order_by(events.c.id)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     rlist = [dict(r) for r in rcpts]
     return MessageView(
         message=dict(row._mapping),

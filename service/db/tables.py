@@ -109,7 +109,8 @@ class Recipient(SQLModel, table=True):
 class Attempt(SQLModel, table=True):
     __tablename__ = "attempts"
 
-    id: int | None = Field(default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    id: int | None = Field(
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
     recipient_id: str = Field(foreign_key="recipients.id", index=True, max_length=40)
     message_id: str = Field(index=True, max_length=40)
@@ -131,7 +132,8 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),)
 
-    id: int | None = Field(default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    id: int | None = Field(
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
     tenant_id: str = Field(max_length=64)
     message_id: str = Field(index=True, max_length=40)

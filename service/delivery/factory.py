@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from service.db.engine import Database
 from service.delivery.transport import Transport
 from service.delivery.worker import Worker, WorkerOptions
-from service.db.engine import Database
 from service.domain.retry import RetryPolicy
 from service.settings import Settings
 

@@ -137,7 +137,9 @@ class Worker:
         waiter = asyncio.create_task(self._wake.wait())
         stopper = asyncio.create_task(stop.wait())
         try:
-            await asyncio.wait({waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {waiter, stopper}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             waiter.cancel()
             stopper.cancel()
@@ -151,12 +153,17 @@ class Worker:
 
     async def _run_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
         try:
-            bodies = await _retry_db(lambda: queue.load_bodies(self.db, {c.message_id for c in claimed}))
+            bodies = await _retry_db(
+                lambda: queue.load_bodies(self.db, sorted({c.message_id for c in claimed}))
+            )
             by_message: dict[str, list[queue.Claimed]] = defaultdict(list)
             for c in claimed:
                 by_message[c.message_id].append(c)
             await asyncio.gather(
-                *(self._send_message(token, bodies[mid], group) for mid, group in by_message.items())
+                *(
+                    self._send_message(token, bodies[mid], group)
+                    for mid, group in by_message.items()
+                )
             )
         finally:
             self._inflight.pop(token, None)
@@ -182,7 +189,7 @@ class Worker:
             try:
                 result = await self.transport.send(job)
                 results = {r.recipient: r for r in result.results}
-            except Exception as exc:  # noqa: BLE001 - a transport bug must not lose the claim
+            except Exception as exc:
                 log.exception("transport raised; treating as a temporary failure")
                 results = {}
                 result_stage = Stage.CONNECT

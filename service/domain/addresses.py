@@ -35,7 +35,7 @@ def parse_address(raw: str) -> Address:
         name, addr = "", raw.strip()
     if not addr:
         raise ValueError("the address is empty")
-    if any(c in addr for c in " <>(),;:\\\"[]") and "@" in addr and "[" not in addr.split("@")[-1]:
+    if any(c in addr for c in ' <>(),;:\\"[]') and "@" in addr and "[" not in addr.split("@")[-1]:
         raise ValueError("the address contains characters that are not allowed")
     try:
         checked = validate_email(

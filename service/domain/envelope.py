@@ -16,7 +16,9 @@ from service.domain.addresses import Address, parse_address, unique_by_email
 from service.domain.errors import FieldError, InvalidRequest
 from service.domain.headers import MAX_HEADER_VALUE, header_name_reason, unsafe_text_reason
 
-_MIME_TYPE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]{0,63}/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]{0,63}$")
+_MIME_TYPE = re.compile(
+    r"^[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]{0,63}/[a-zA-Z0-9][a-zA-Z0-9!#$&^_.+-]{0,63}$"
+)
 _CONTENT_ID = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.@-]{1,200}$")
 _TAG = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -76,7 +78,11 @@ class Draft:
     def recipients(self) -> list[Recipient]:
         """Envelope recipients, each mailbox once, in to/cc/bcc order."""
         seen = unique_by_email([*self.to, *self.cc, *self.bcc])
-        kinds = {id(a): k for k, group in (("bcc", self.bcc), ("cc", self.cc), ("to", self.to)) for a in group}
+        kinds = {
+            id(a): k
+            for k, group in (("bcc", self.bcc), ("cc", self.cc), ("to", self.to))
+            for a in group
+        }
         return [Recipient(address=a, kind=kinds[id(a)]) for a in seen]
 
     @property
@@ -124,7 +130,9 @@ def compose(
     count = len(unique_by_email([*to_addrs, *cc_addrs, *bcc_addrs]))
     if count > limits.max_recipients:
         errors.append(
-            FieldError(("to",), f"at most {limits.max_recipients} recipients per message, got {count}")
+            FieldError(
+                ("to",), f"at most {limits.max_recipients} recipients per message, got {count}"
+            )
         )
 
     reason = unsafe_text_reason(subject)
@@ -228,7 +236,9 @@ def _check_tags(tags: Sequence[str], limits: Limits, errors: list[FieldError]) -
         return ()
     for i, t in enumerate(tags):
         if not _TAG.match(t):
-            errors.append(FieldError(("tags", i), "tags are 1-64 characters of A-Z a-z 0-9 _ . : -"))
+            errors.append(
+                FieldError(("tags", i), "tags are 1-64 characters of A-Z a-z 0-9 _ . : -")
+            )
     return tuple(dict.fromkeys(tags))
 
 
@@ -240,7 +250,9 @@ def _check_metadata(
         return {}
     for k, v in metadata.items():
         if not _TAG.match(k):
-            errors.append(FieldError(("metadata", k), "keys are 1-64 characters of A-Z a-z 0-9 _ . : -"))
+            errors.append(
+                FieldError(("metadata", k), "keys are 1-64 characters of A-Z a-z 0-9 _ . : -")
+            )
         elif len(v) > 500:
             errors.append(FieldError(("metadata", k), "values are limited to 500 characters"))
     return dict(metadata)

@@ -5,11 +5,11 @@ The same bytes go out on every attempt, so the Message-ID and Date are fixed her
 
 from __future__ import annotations
 
+from datetime import datetime
 from email.headerregistry import Address as HeaderAddress
 from email.message import EmailMessage
 from email.policy import SMTP, SMTPUTF8
 from email.utils import format_datetime
-from datetime import datetime
 
 from service.domain.addresses import Address
 from service.domain.envelope import Draft
@@ -51,7 +51,7 @@ def build_mime(draft: Draft, *, message_id: str, date: datetime) -> bytes:
         msg.set_content(draft.html, subtype="html", cte=_cte(draft.html))
 
     if inline and draft.html is not None:
-        html_part = msg if draft.text is None else msg.get_payload()[-1]  # type: ignore[index]
+        html_part: EmailMessage = msg if draft.text is None else msg.get_payload()[-1]  # type: ignore[index,assignment]
         for a in inline:
             maintype, _, subtype = a.content_type.partition("/")
             html_part.add_related(
@@ -75,6 +75,10 @@ def build_mime(draft: Draft, *, message_id: str, date: datetime) -> bytes:
 
 def _cte(body: str) -> str:
     """7bit for short-lined ASCII; quoted-printable otherwise (keeps lines ≤ 76, 8-bit safe)."""
-    if body.isascii() and all(len(line) <= 900 for line in body.splitlines()) and "\r" not in body.replace("\r\n", ""):
+    if (
+        body.isascii()
+        and all(len(line) <= 900 for line in body.splitlines())
+        and "\r" not in body.replace("\r\n", "")
+    ):
         return "7bit"
     return "quoted-printable"

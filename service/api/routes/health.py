@@ -28,7 +28,7 @@ async def readyz(rt: Runtime = Depends(runtime)) -> Health | JSONResponse:
     try:
         async with rt.db.read() as conn:
             await conn.execute(text("SELECT 1"))
-    except Exception as exc:  # noqa: BLE001 - any failure means not ready
+    except Exception as exc:
         return JSONResponse(
             {"status": "unavailable", "database": type(exc).__name__}, status_code=503
         )

@@ -31,7 +31,7 @@ from service.submission import prepare
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
-_PROBLEM = {"content": {"application/problem+json": {}}}
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "Malformed JSON", **_PROBLEM},
     401: {"description": "Missing or invalid API key", **_PROBLEM},
