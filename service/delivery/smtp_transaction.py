@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import aiosmtplib
 from aiosmtplib import SMTPResponseException
+from aiosmtplib.email import parse_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from service.delivery.smtp_reply import clean_text, local_reply, protocol_error, server_reply
@@ -117,7 +118,7 @@ async def _transaction(
     progress.reach(Stage.MAIL)
     try:
         await smtp.mail(
-            job.mail_from,
+            bare_address(job.mail_from),
             options=list(envelope.options),
             encoding=envelope.encoding,
             timeout=timeouts.mail,
@@ -156,7 +157,7 @@ async def _recipients(
     accepted: list[str] = []
     for index, rcpt in enumerate(batch):
         try:
-            await smtp.rcpt(rcpt, encoding=envelope.encoding, timeout=timeouts.rcpt)
+            await smtp.rcpt(bare_address(rcpt), encoding=envelope.encoding, timeout=timeouts.rcpt)
         except SMTPResponseException as exc:
             if not _is_final_code(exc.code) or exc.code == _CLOSING:
                 raise _broken(smtp, Stage.RCPT, exc) from None
@@ -255,6 +256,17 @@ async def _reset(smtp: aiosmtplib.SMTP, timeouts: SmtpTimeouts, stage: Stage) ->
         await smtp.rset(timeout=timeouts.command)
     except (aiosmtplib.SMTPException, OSError) as exc:
         raise _broken(smtp, stage, exc) from None
+
+
+def bare_address(address: str) -> str:
+    """The envelope address unchanged, or ``ValueError``.
+
+    aiosmtplib parses "Name <addr>" forms, so ``"x\\r\\nRCPT TO:<other@host>"`` would be
+    silently sent as ``other@host``; an envelope address must go out exactly as given.
+    """
+    if parse_address(address) != address:
+        raise ValueError(f"not a bare envelope address: {address!r}")
+    return address
 
 
 def _broken(
