@@ -11,16 +11,27 @@ Public surface:
 """
 
 from service.bounces.classify import BounceCategory, classify
+from service.bounces.mailbox import Mailbox, MailboxError, MailboxItem, open_mailbox
 from service.bounces.parse import BounceReport, RecipientReport, ReportKind, parse_report
+from service.bounces.pipeline import BounceProcessor, Decision, Match, Outcome, process_item
 from service.bounces.return_path import make_return_path, parse_return_path
 
 __all__ = [
     "BounceCategory",
+    "BounceProcessor",
     "BounceReport",
+    "Decision",
+    "Mailbox",
+    "MailboxError",
+    "MailboxItem",
+    "Match",
+    "Outcome",
     "RecipientReport",
     "ReportKind",
     "classify",
     "make_return_path",
+    "open_mailbox",
     "parse_report",
     "parse_return_path",
+    "process_item",
 ]
