@@ -290,3 +290,19 @@ async def test_stalled_greeting_times_out(make_transport: MakeTransport) -> None
         result = await make_transport(server.url(), timeouts).send(job())
     (r,) = result.results
     assert (r.outcome, r.stage) == (Outcome.TEMPORARY, Stage.GREETING)
+
+
+async def test_odd_replies_after_the_dot_are_unknown(make_transport: MakeTransport) -> None:
+    for odd in ("garbage after dot", "600 6.0.0 what", Drop(keep=False)):
+        async with ScriptedSmtpServer(Script(dot=odd)) as server:
+            result = await make_transport(server.url()).send(job(THREE))
+        for r in result.results:
+            assert (r.outcome, r.stage, r.possible_duplicate) == (Outcome.UNKNOWN, Stage.DOT, True)
+
+
+async def test_slow_354_times_out_before_the_body(make_transport: MakeTransport) -> None:
+    timeouts = replace(FAST, data=0.3)
+    async with ScriptedSmtpServer(Script(data=Stall(5, "354 go"))) as server:
+        result = await make_transport(server.url(), timeouts).send(job(THREE))
+    for r in result.results:
+        assert (r.outcome, r.stage, r.possible_duplicate) == (Outcome.TEMPORARY, Stage.DATA, False)
