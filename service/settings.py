@@ -88,6 +88,47 @@ class Settings(BaseSettings):
             "process kills itself. Never set in production."
         ),
     )
+    webhook_retry_delays: str = Field(
+        default="5,300,1800,7200,18000,36000,36000",
+        description=(
+            "Seconds between webhook attempts after the immediate first one, comma-separated "
+            "(each gets +-20% jitter); a delivery fails after the last."
+        ),
+    )
+    webhook_allowed_networks: str = Field(
+        default="",
+        description=(
+            "CIDRs (comma-separated) that webhooks may reach although private or loopback, "
+            "e.g. 10.0.0.0/8 or 127.0.0.0/8; empty allows public addresses only."
+        ),
+    )
+    webhook_timeout: float = Field(
+        default=15.0, gt=0, le=300, description="Total time allowed for one webhook attempt (s)."
+    )
+    webhook_concurrency_per_endpoint: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Most webhook requests in flight to one endpoint, across all processes.",
+    )
+    webhook_disable_after: float = Field(
+        default=5 * 24 * 3600.0,
+        gt=0,
+        description="An endpoint that has only failed for this long is disabled (s).",
+    )
+    webhook_secret_grace: float = Field(
+        default=24 * 3600.0,
+        ge=0,
+        description="After a secret rotation the old secret keeps signing this long (s).",
+    )
+    webhook_lease_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description=(
+            "How long a process owns a claimed webhook delivery before it is retried by "
+            "another (s); keep it above webhook_timeout."
+        ),
+    )
 
     @field_validator("retry_max_delay")
     @classmethod
@@ -95,6 +136,22 @@ class Settings(BaseSettings):
         data = getattr(info, "data", {})
         if "retry_min_delay" in data and v < data["retry_min_delay"]:
             raise ValueError("retry_max_delay must not be below retry_min_delay")
+        return v
+
+    @field_validator("webhook_retry_delays")
+    @classmethod
+    def _webhook_delays_parse(cls, v: str) -> str:
+        from service.webhooks.schedule import parse_delays
+
+        parse_delays(v)
+        return v
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _webhook_networks_parse(cls, v: str) -> str:
+        from service.webhooks.ssrf import parse_networks
+
+        parse_networks(v)
         return v
 
     @property

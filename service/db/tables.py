@@ -149,3 +149,99 @@ messages = Message.__table__  # type: ignore[attr-defined]
 recipients = Recipient.__table__  # type: ignore[attr-defined]
 attempts = Attempt.__table__  # type: ignore[attr-defined]
 events = Event.__table__  # type: ignore[attr-defined]
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """A subscriber URL of one tenant; ``secrets`` holds every key that currently signs."""
+
+    __tablename__ = "webhook_endpoints"
+    __table_args__ = (Index("ix_webhook_endpoints_tenant_id_id", "tenant_id", "id"),)
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(max_length=64)
+    url: str = Field(sa_column=Column(Text, nullable=False))
+    description: str = Field(default="", max_length=500)
+    events: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Event types delivered; empty means the default set.",
+    )
+    secrets: list[dict[str, Any]] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="[{secret, expires_at}]: old and new keys both sign during a rotation.",
+    )
+    enabled: bool = True
+    disabled_reason: str | None = Field(default=None, max_length=200)
+    created_at: float
+    updated_at: float
+    failing_since: float | None = Field(
+        default=None, description="Start of the current run of failed attempts."
+    )
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One event for one endpoint (the outbox row the dispatcher claims)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        Index(
+            "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            sqlite_where=text("status = 'pending'"),
+            postgresql_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_webhook_deliveries_lease",
+            "lease_expires_at",
+            sqlite_where=text("status = 'delivering'"),
+            postgresql_where=text("status = 'delivering'"),
+        ),
+        Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    )
+
+    # No foreign keys: deleting an endpoint must never fail a concurrent settle's fan-out.
+    id: str = Field(primary_key=True, max_length=40)
+    endpoint_id: str = Field(max_length=40)
+    event_id: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    event_type: str = Field(max_length=40)
+    tenant_id: str = Field(max_length=64)
+    webhook_id: str = Field(max_length=80, description="The webhook-id header, stable.")
+    payload: dict[str, Any] | None = Field(
+        default=None,
+        sa_column=Column(JSON, nullable=True),
+        description="Body of a synthetic event (webhook.test) that has no events row.",
+    )
+    status: str = Field(max_length=16)
+    attempts: int = 0
+    next_attempt_at: float
+    lease_token: str | None = Field(default=None, max_length=64)
+    lease_expires_at: float | None = None
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    last_latency: float | None = None
+    last_response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: float
+    updated_at: float
+
+
+class WebhookAttempt(SQLModel, table=True):
+    """One HTTP request of a delivery."""
+
+    __tablename__ = "webhook_attempts"
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    )
+    delivery_id: str = Field(index=True, max_length=40)
+    number: int
+    at: float
+    status_code: int | None = None
+    latency: float
+    error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    response: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+
+webhook_endpoints = WebhookEndpoint.__table__  # type: ignore[attr-defined]
+webhook_deliveries = WebhookDelivery.__table__  # type: ignore[attr-defined]
+webhook_attempts = WebhookAttempt.__table__  # type: ignore[attr-defined]
