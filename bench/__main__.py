@@ -18,6 +18,11 @@ from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL
 from bench.report import Result, render_markdown, render_text
 
 METHOD = """
+Run `python -m bench [--messages N] [--concurrency 64] [--mode single|batch|idle|all]
+[--database sqlite|postgresql] [--markdown docs/benchmarks.md]` as root (it installs Debian's
+`postfix` package for `smtp-sink` if missing, with service starts blocked). This page is
+written by that command; rerun it rather than editing the numbers.
+
 Each row is a separate run on loopback (127.0.0.1) with a fresh receiving server, Postfix's
 `smtp-sink`, whose running counter (`-c`) timestamps every message it receives. Both systems
 relay every message to it; neither the load generator nor the sink is counted as cost.

@@ -127,6 +127,12 @@ def machine() -> dict[str, str]:
         "Python": platform.python_version(),
         "SQLite": sqlite3.sqlite_version,
     }
+    commit = subprocess.run(
+        ["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "--short", "HEAD"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    if commit.returncode == 0:
+        info["Kirim commit"] = commit.stdout.strip()
     postconf = find_tool("postconf")
     if postconf:
         done = subprocess.run(

@@ -4,6 +4,7 @@ loopback. Run with ``.venv/bin/pytest bench``."""
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -15,7 +16,15 @@ import pytest
 
 from bench import load
 from bench.install import find_tool
-from bench.procs import free_port, tree_cpu_seconds, tree_pids, tree_pss_bytes, wait_quiet
+from bench.postfix import PrivatePostfix
+from bench.procs import (
+    free_port,
+    tree_cpu_seconds,
+    tree_pids,
+    tree_pss_bytes,
+    wait_gone,
+    wait_quiet,
+)
 from bench.report import Result, percentile, ratio_rows, render_markdown, render_text
 from bench.sink import Sink
 
@@ -174,3 +183,34 @@ def test_report_ratios_and_markdown() -> None:
     assert "kirim single: a note" in text and "1,000" in text
     markdown = render_markdown(results, "python -m bench", "Intro.")
     assert "| kirim | single | 100 | 800 | 1,000 |" in markdown and "SQLite" in markdown
+
+
+@needs_sink
+@pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root")
+async def test_private_postfix_relays_to_sink_and_stops_cleanly() -> None:
+    sink = Sink(free_port())
+    postfix = PrivatePostfix(free_port(), sink.port)
+    await sink.start()
+    try:
+        await postfix.start()
+        master = postfix.master_pid
+        assert len(tree_pids(master)) > 1
+        for index in range(5):
+            await aiosmtplib.send(
+                f"Subject: {index}\r\n\r\nbody\r\n", sender="a@example.com",
+                recipients=["b@example.com"], hostname="127.0.0.1", port=postfix.smtpd_port,
+                local_hostname="test", start_tls=False, timeout=10,
+            )  # fmt: skip
+        assert await sink.wait_for(5, time.monotonic() + 30)
+        # The log line is written just after the sink's 250; give it a moment.
+        for _ in range(100):
+            if len(postfix.sent_delays()) >= 5:
+                break
+            await asyncio.sleep(0.1)
+        assert len(postfix.sent_delays()) == 5
+        assert all(0 <= delay < 30 for delay in postfix.sent_delays())
+    finally:
+        await asyncio.to_thread(postfix.stop)
+        await sink.stop()
+    assert wait_gone(master, 5)
+    assert not postfix.root.exists()
