@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import Database, DatabaseUnavailable
 from service.db.tables import events, messages, recipients
+from service.webhooks.outbox import fan_out
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,12 @@ async def _insert(conn: Any, items: Sequence[NewMessage]) -> None:
     await conn.execute(recipients.insert(), [r for i in items for r in i.recipients])
     ev = [e for i in items for e in i.events]
     if ev:
-        await conn.execute(events.insert(), ev)
+        inserted = await conn.execute(
+            events.insert().returning(events.c.id, sort_by_parameter_order=True), ev
+        )
+        # The webhook outbox rows commit with the events or not at all.
+        ids = inserted.scalars().all()
+        await fan_out(conn, [{**e, "id": i} for e, i in zip(ev, ids, strict=True)])
     extra: dict[Any, list[dict[str, Any]]] = {}
     for i in items:
         for table, row in i.extra:

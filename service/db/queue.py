@@ -16,6 +16,7 @@ from sqlalchemy import bindparam, func, select, update
 from service.db.engine import Database
 from service.db.tables import attempts, events, messages, recipients
 from service.domain.status import Status
+from service.webhooks.outbox import fan_out
 
 _CLAIMABLE = (Status.SCHEDULED.value, Status.QUEUED.value, Status.DEFERRED.value)
 
@@ -311,7 +312,13 @@ async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now
         .values(event_seq=bindparam("b_seq")),
         [{"b_id": mid, "b_seq": last[mid]} for mid in by_message],
     )
-    await conn.execute(events.insert(), rows)
+    inserted = await conn.execute(
+        events.insert().returning(events.c.id, sort_by_parameter_order=True), rows
+    )
+    # The webhook outbox rows commit with the events or not at all.
+    await fan_out(
+        conn, [{**r, "id": i} for r, i in zip(rows, inserted.scalars().all(), strict=True)]
+    )
 
 
 def event_data(s: Settlement, seq: int) -> dict[str, Any]:
