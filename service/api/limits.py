@@ -1,4 +1,4 @@
-"""ASGI middleware that caps request bodies before they are read into memory."""
+"""ASGI middleware that caps request bodies before the application reads them."""
 
 from __future__ import annotations
 
@@ -9,19 +9,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from service.api.errors import problem
 
 
-class BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """413 when Content-Length, or the bytes actually streamed, exceed ``max_bytes``."""
+    """413 when Content-Length, or the bytes actually streamed, exceed ``max_bytes``.
+
+    The body is read here, at most ``max_bytes`` of it, and replayed to the application,
+    so an oversized upload costs bounded memory whether or not it declares its length.
+    """
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         for name, value in scope.get("headers", []):
@@ -33,29 +33,30 @@ class BodyLimit:
                 if too_big:
                     await self._reject(scope, receive, send)
                     return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal seen
+        chunks: list[bytes] = []
+        size = 0
+        while True:
             message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge
-            return message
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge:
-            if not started:
+            if message["type"] == "http.disconnect":
+                return
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.max_bytes:
                 await self._reject(scope, receive, send)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:
         response: Any = problem(

@@ -45,16 +45,25 @@ def parse_address(raw: str) -> Address:
         raise ValueError(str(exc)) from None
     ascii_email = checked.ascii_email
     email = ascii_email if ascii_email else checked.normalized
+    local, _, domain = email.rpartition("@")
+    # RFC 5321 §4.5.3.1: local part ≤ 64 octets, domain ≤ 255, path ≤ 256 with brackets.
+    if len(local.encode()) > 64:
+        raise ValueError("the local part is longer than 64 octets")
+    if len(domain.encode()) > 255 or len(email.encode()) > 254:
+        raise ValueError("the address is too long")
     return Address(email=email, name=name or None, smtputf8=ascii_email is None)
 
 
 def unique_by_email(addresses: list[Address]) -> list[Address]:
-    """Drop repeated mailboxes (domain compared case-insensitively), keeping the first."""
+    """Drop repeated mailboxes, keeping the first.
+
+    Compared case-insensitively: local parts are case-sensitive in theory, but no mail
+    system in use treats Ann@ and ann@ as two people, and a double send is worse.
+    """
     seen: set[str] = set()
     out: list[Address] = []
     for a in addresses:
-        local, _, domain = a.email.rpartition("@")
-        key = f"{local}@{domain.lower()}"
+        key = a.email.lower()
         if key not in seen:
             seen.add(key)
             out.append(a)

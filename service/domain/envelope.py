@@ -218,8 +218,11 @@ def _check_attachments(
             continue
         try:
             data = base64.b64decode(a.content, validate=True)
+            # Only the canonical encoding: stray padding or bits hint at a broken encoder.
+            if base64.b64encode(data).decode("ascii") != a.content:
+                raise ValueError("not canonical")
         except (binascii.Error, ValueError):
-            errors.append(FieldError((*loc, "content"), "must be valid base64"))
+            errors.append(FieldError((*loc, "content"), "must be valid, padded base64"))
             continue
         total += len(data)
         out.append(Attachment(a.filename, data, ctype.lower(), a.content_id))

@@ -1,0 +1,102 @@
+"""Running `kirim` as a real subprocess, the way an operator does."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.ports import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def kirim_env(**settings: Any) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    for k, v in settings.items():
+        env[f"KIRIM_{k.upper()}"] = str(v)
+    return env
+
+
+def kirim_cli(env: dict[str, str], *args: str, timeout: float = 60) -> str:
+    out = subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
+    )
+    return out.stdout
+
+
+class KirimProcess:
+    """`kirim serve` (or `worker`) in a subprocess; stopped by PID only."""
+
+    def __init__(self, env: dict[str, str], *args: str, log: Path, port: int | None = None) -> None:
+        self.env = env
+        self.args = args or ("serve",)
+        self.port = port or free_port()
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, wait: bool = True) -> KirimProcess:
+        cmd = [sys.executable, "-m", "service", *self.args]
+        if self.args[0] == "serve":
+            cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=fh, stderr=fh)
+        if wait and self.args[0] == "serve":
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"kirim exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if (
+                    httpx.get(self.base_url + "/readyz", timeout=1, trust_env=False).status_code
+                    == 200
+                ):
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"kirim not ready:\n{self.log.read_text()[-3000:]}")
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode
+
+    def __enter__(self) -> KirimProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
