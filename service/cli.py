@@ -70,6 +70,13 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--expires-in", type=float, default=None, help="Seconds until expiry.")
     create.set_defaults(func=cmd_keys_create)
 
+    config = sub.add_parser("config", help="Print every setting: env file or Markdown table.")
+    config.add_argument("--format", choices=("env", "markdown"), default="env")
+    config.add_argument(
+        "--write", action="store_true", help="Update deploy/env.example and README.md in place."
+    )
+    config.set_defaults(func=cmd_config)
+
     openapi = sub.add_parser("openapi", help="Write openapi/openapi.json from the code.")
     openapi.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout.")
     openapi.set_defaults(func=cmd_openapi)
@@ -198,6 +205,19 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
         print(f"kirim: {exc}", file=sys.stderr)
         return 2
     print(key)
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from service.settings_doc import env_example, markdown_table, with_table
+
+    if args.write:
+        root = OPENAPI_PATH.parent.parent
+        (root / "deploy" / "env.example").write_text(env_example())
+        readme = root / "README.md"
+        readme.write_text(with_table(readme.read_text()))
+        return 0
+    sys.stdout.write(env_example() if args.format == "env" else markdown_table())
     return 0
 
 
