@@ -265,7 +265,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
     print(
         "\nKirim dev is starting.\n"
         f"  API:      {base}   (docs at {base}/docs)\n"
-        f"  SMTP:     capture server on 127.0.0.1:{args.smtp_port}, mail kept in {data / 'maildir'}\n"
+        f"  SMTP:     capture server on 127.0.0.1:{args.smtp_port}\n"
+        f"  Mail:     kept in {data / 'maildir'}\n"
         f"  API key:  {key}\n\n"
         "Send a message:\n"
         f"  curl -s {base}/v1/messages -H 'Authorization: Bearer {key}' \\\n"

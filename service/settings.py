@@ -40,7 +40,9 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(
         default=900.0,
         gt=0,
-        description="How long a worker owns claimed recipients before they return to the queue (s).",
+        description=(
+            "How long a worker owns claimed recipients before they return to the queue (s)."
+        ),
     )
     smtp_pool_size: int = Field(
         default=16, ge=1, le=1000, description="Concurrent SMTP connections per worker process."
@@ -127,6 +129,52 @@ class Settings(BaseSettings):
         description=(
             "How long a process owns a claimed webhook delivery before it is retried by "
             "another (s); keep it above webhook_timeout."
+        ),
+    )
+
+    smtp_timeout_connect: float = Field(
+        default=30.0, gt=0, description="SMTP connect timeout, RFC 5321 §4.5.3.2 (s)."
+    )
+    smtp_timeout_greeting: float = Field(
+        default=300.0, gt=0, description="Wait for the 220 greeting (s)."
+    )
+    smtp_timeout_command: float = Field(
+        default=300.0, gt=0, description="Wait for replies to EHLO, STARTTLS, AUTH, RSET (s)."
+    )
+    smtp_timeout_mail: float = Field(
+        default=300.0, gt=0, description="Wait for the reply to MAIL FROM (s)."
+    )
+    smtp_timeout_rcpt: float = Field(
+        default=300.0, gt=0, description="Wait for the reply to each RCPT TO (s)."
+    )
+    smtp_timeout_data: float = Field(
+        default=120.0, gt=0, description="Wait for the 354 reply to DATA (s)."
+    )
+    smtp_timeout_data_block: float = Field(
+        default=180.0, gt=0, description="Longest wait for one block of the body to be sent (s)."
+    )
+    smtp_timeout_final_dot: float = Field(
+        default=600.0,
+        gt=0,
+        description=(
+            "Wait for the reply after the final dot (s); shorter values cause duplicate "
+            "deliveries (RFC 1047). All SMTP timeouts are multiplied by smtp_timeout_scale."
+        ),
+    )
+    shutdown_grace: float = Field(
+        default=30.0,
+        ge=0,
+        description=(
+            "On SIGTERM, how long in-flight SMTP sessions may finish before they are cut off "
+            "and their recipients returned to the queue (s)."
+        ),
+    )
+    database_busy_timeout_ms: int = Field(
+        default=5000,
+        ge=0,
+        le=600_000,
+        description=(
+            "SQLite: how long a write waits for a lock before the request answers 503 (ms)."
         ),
     )
 

@@ -101,12 +101,12 @@ async def live_app(
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool]], *, timeout: float = 15, interval: float = 0.05
+    predicate: Callable[[], Awaitable[bool]], *, within: float = 15, interval: float = 0.05
 ) -> None:
-    """Poll ``predicate`` until true; fail the test after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until true; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         if await predicate():
             return
         await asyncio.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    raise AssertionError(f"condition not met within {within}s")

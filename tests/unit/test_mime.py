@@ -26,7 +26,7 @@ def _lines(raw: bytes) -> list[bytes]:
 
 
 def test_text_only() -> None:
-    raw, m = _build(text="hello")
+    _, m = _build(text="hello")
     assert m.get_content_type() == "text/plain"
     assert m.get_content().strip() == "hello"
     assert m["Message-ID"] == "<id@kirim.test>"
@@ -48,7 +48,7 @@ def test_text_and_html_are_alternatives() -> None:
 
 def test_attachments_and_inline_images() -> None:
     png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
-    raw, m = _build(
+    _, m = _build(
         text="see",
         html='<img src="cid:logo">',
         attachments=[
@@ -61,7 +61,7 @@ def test_attachments_and_inline_images() -> None:
     assert m.get_content_type() == "multipart/mixed"
     html = m.get_body(preferencelist=("related",))
     assert html is not None and html.get_content_type() == "multipart/related"
-    img = [p for p in html.iter_parts() if p.get_content_type() == "image/png"][0]
+    img = next(p for p in html.iter_parts() if p.get_content_type() == "image/png")
     assert img["Content-ID"] == "<logo>" and img.get_content() == png
     atts = {p.get_filename(): p.get_content() for p in m.iter_attachments()}
     assert atts["r.pdf"] == b"%PDF"
