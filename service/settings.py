@@ -73,7 +73,10 @@ class Settings(BaseSettings):
         description="Largest accepted request body in bytes (413 above it).",
     )
     max_recipients: int = Field(
-        default=50, ge=1, le=10000, description="Most recipients (to+cc+bcc) in one message."
+        default=50,
+        ge=1,
+        le=1000,
+        description="Most recipients (to+cc+bcc) in one message; at most 1000.",
     )
     max_attachment_bytes: int = Field(
         default=7 * 1024 * 1024,
@@ -176,6 +179,66 @@ class Settings(BaseSettings):
         description=(
             "SQLite: how long a write waits for a lock before the request answers 503 (ms)."
         ),
+    )
+
+    database_pool_size: int = Field(
+        default=10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL: connections each process keeps open in its pool.",
+    )
+    database_max_overflow: int = Field(
+        default=10,
+        ge=0,
+        le=1000,
+        description="PostgreSQL: extra connections a process may open under load, beyond the pool.",
+    )
+    database_statement_timeout_ms: int = Field(
+        default=30_000,
+        ge=0,
+        le=3_600_000,
+        description="PostgreSQL: longest a statement may run before it is cancelled (ms; 0 off).",
+    )
+    database_connect_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        le=600_000,
+        description="PostgreSQL: longest wait for a new connection; accepts answer 503 after (ms).",
+    )
+
+    idempotency_ttl: float = Field(
+        default=24 * 3600.0,
+        gt=0,
+        description=(
+            "How long an Idempotency-Key and its response are kept (s); keep it at least "
+            "24 hours in production."
+        ),
+    )
+    rate_limit_per_key: str = Field(
+        default="0",
+        description=(
+            "Requests per second allowed to one API key, as RATE or RATE,BURST "
+            "(e.g. 50,100); 0 turns the limit off."
+        ),
+    )
+    rate_limit_per_tenant: str = Field(
+        default="0",
+        description=(
+            "Requests per second allowed to all keys of one tenant together, as RATE or "
+            "RATE,BURST; 0 turns the limit off."
+        ),
+    )
+    max_json_depth: int = Field(
+        default=32,
+        ge=2,
+        le=1000,
+        description="Deepest nesting of arrays and objects accepted in a JSON body (400 above).",
+    )
+    max_attachments: int = Field(
+        default=20, ge=0, le=1000, description="Most attachments in one message."
+    )
+    max_headers: int = Field(
+        default=50, ge=0, le=1000, description="Most custom headers in one message."
     )
 
     @field_validator("retry_max_delay")

@@ -11,11 +11,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from service.settings import Settings
 
 
 class DatabaseUnavailable(Exception):
@@ -35,12 +39,29 @@ def async_url(url: str) -> str:
 @dataclass
 class DatabaseOptions:
     pool_size: int = 10
+    max_overflow: int = 10
     statement_timeout_ms: int = 30_000
+    connect_timeout_ms: int = 10_000
     busy_timeout_ms: int = 5_000
+
+
+def options_from(settings: Settings) -> DatabaseOptions:
+    """The engine options a process's settings ask for."""
+    return DatabaseOptions(
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        statement_timeout_ms=settings.database_statement_timeout_ms,
+        connect_timeout_ms=settings.database_connect_timeout_ms,
+        busy_timeout_ms=settings.database_busy_timeout_ms,
+    )
 
 
 class Database:
     """The engines of one process, created by the entry point and passed down."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Database:
+        return cls(settings.database_url.get_secret_value(), options_from(settings))
 
     def __init__(self, url: str, options: DatabaseOptions | None = None) -> None:
         self.url = url
@@ -56,13 +77,18 @@ class Database:
             _sqlite_setup(self.reader, immediate=False, busy_ms=self.options.busy_timeout_ms)
         else:
             timeout = str(self.options.statement_timeout_ms)
+            connect_s = self.options.connect_timeout_ms / 1000
             self.writer = create_async_engine(
                 driver_url,
                 pool_size=self.options.pool_size,
-                max_overflow=self.options.pool_size,
+                max_overflow=self.options.max_overflow,
+                pool_timeout=connect_s,
                 pool_pre_ping=True,
                 pool_recycle=1800,
-                connect_args={"server_settings": {"statement_timeout": timeout}},
+                connect_args={
+                    "timeout": connect_s,
+                    "server_settings": {"statement_timeout": timeout},
+                },
             )
             self.reader = self.writer
 
@@ -72,7 +98,7 @@ class Database:
         try:
             async with self.writer.begin() as conn:
                 yield conn
-        except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        except (OperationalError, DBAPIError, PoolTimeout, OSError, ConnectionError) as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
             raise
@@ -82,7 +108,7 @@ class Database:
         try:
             async with self.reader.connect() as conn:
                 yield conn
-        except (OperationalError, DBAPIError, OSError, ConnectionError) as exc:
+        except (OperationalError, DBAPIError, PoolTimeout, OSError, ConnectionError) as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
             raise
@@ -94,7 +120,9 @@ class Database:
 
 
 def _is_unavailable(exc: BaseException) -> bool:
-    if isinstance(exc, OSError | ConnectionError):
+    # OSError covers refused connections and connect timeouts; PoolTimeout a pool that
+    # stayed empty because PostgreSQL does not answer.
+    if isinstance(exc, OSError | ConnectionError | PoolTimeout):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

@@ -165,6 +165,35 @@ async def release(db: Database, *, token: str, ids: Sequence[str], now: float) -
         return (await conn.execute(stmt)).rowcount or 0
 
 
+async def abandon(db: Database, *, token: str, ids: Sequence[str], now: float) -> int:
+    """Return claims whose session was cut off (shutdown) to the queue at once.
+
+    Like the reaper, but without waiting for the lease to expire; the session may have got
+    past the final dot, so the next attempt is flagged as a possible duplicate.
+    """
+    if not ids:
+        return 0
+    stmt = (
+        update(recipients)
+        .where(
+            recipients.c.id.in_(list(ids)),
+            recipients.c.lease_token == token,
+            recipients.c.status == Status.SENDING.value,
+        )
+        .values(
+            status=Status.DEFERRED.value,
+            lease_owner=None,
+            lease_token=None,
+            lease_expires_at=None,
+            lease_lost=True,
+            next_attempt_at=now,
+            updated_at=now,
+        )
+    )
+    async with db.write() as conn:
+        return (await conn.execute(stmt)).rowcount or 0
+
+
 async def reap(db: Database, *, now: float) -> int:
     """Return recipients whose lease expired to the queue, flagged as possible duplicates.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.db.engine import Database
+from service.delivery.smtp_url import SmtpTimeouts
 from service.delivery.transport import Transport
 from service.delivery.worker import Worker, WorkerOptions
 from service.domain.retry import RetryPolicy
@@ -19,10 +20,10 @@ def retry_policy(settings: Settings) -> RetryPolicy:
 
 def smtp_transport(settings: Settings) -> Transport:
     from service.delivery.smtp import SmtpTransport
-    from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts
+    from service.delivery.smtp_url import SmtpTarget
 
     target = SmtpTarget.parse(settings.smtp_url.get_secret_value())
-    timeouts = SmtpTimeouts().scaled(settings.smtp_timeout_scale)
+    timeouts = smtp_timeouts(settings)
     return SmtpTransport(
         target,
         timeouts,
@@ -30,6 +31,20 @@ def smtp_transport(settings: Settings) -> Transport:
         local_hostname=settings.smtp_local_hostname,
         max_rcpt_per_transaction=settings.smtp_max_recipients,
     )
+
+
+def smtp_timeouts(settings: Settings) -> SmtpTimeouts:
+    """The per-phase RFC 5321 timeouts from settings, times the test scale factor."""
+    return SmtpTimeouts(
+        connect=settings.smtp_timeout_connect,
+        greeting=settings.smtp_timeout_greeting,
+        command=settings.smtp_timeout_command,
+        mail=settings.smtp_timeout_mail,
+        rcpt=settings.smtp_timeout_rcpt,
+        data=settings.smtp_timeout_data,
+        data_block=settings.smtp_timeout_data_block,
+        final_dot=settings.smtp_timeout_final_dot,
+    ).scaled(settings.smtp_timeout_scale)
 
 
 def build_worker(settings: Settings, db: Database, transport: Transport) -> Worker:
@@ -41,6 +56,8 @@ def build_worker(settings: Settings, db: Database, transport: Transport) -> Work
             lease_seconds=settings.lease_seconds,
             batch_size=settings.worker_batch_size,
             poll_interval=settings.worker_poll_interval,
+            shutdown_grace=settings.shutdown_grace,
+            concurrency=settings.smtp_pool_size,
             fault_injection=settings.fault_injection,
         ),
     )

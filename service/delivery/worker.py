@@ -44,6 +44,8 @@ class WorkerOptions:
     batch_size: int = 256
     poll_interval: float = 1.0
     shutdown_grace: float = 30.0
+    concurrency: int = 16  # sessions at once; match the transport's pool size
+    heartbeat_interval: float | None = None  # None: a third of the lease
     fault_injection: str = ""  # testing only: see Settings.fault_injection
 
 
@@ -69,7 +71,9 @@ class Worker:
         self._inflight: dict[str, set[str]] = {}  # lease token -> recipient ids not yet settled
         self._unstarted: dict[str, set[str]] = defaultdict(set)
         self._jobs: set[asyncio.Task[None]] = set()
-        self._settler = _SettleBatcher(db, clock)
+        self._settler = _SettleBatcher(db, clock, give_up_after=options.shutdown_grace)
+        self._slots = asyncio.Semaphore(max(1, options.concurrency))
+        self._draining = False
         self.sent = 0
 
     def wake(self) -> None:
@@ -86,16 +90,18 @@ class Worker:
             asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat"),
             asyncio.create_task(self._reaper(stop), name="lease-reaper"),
         ]
+        cut_off: dict[str, set[str]] = {}
         try:
             await self._claim_loop(stop)
         finally:
-            await self._drain()
+            cut_off = await self._drain()
             for t in side:
                 t.cancel()
             for t in side:
                 with contextlib.suppress(asyncio.CancelledError):
                     await t
             await self._settler.stop()
+            await self._abandon(cut_off)
 
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
@@ -115,8 +121,12 @@ class Worker:
                         now=self.clock(),
                     )
                     backoff = 0.1
-                except DatabaseUnavailable as exc:
-                    log.warning("claim failed, database unavailable: %s", exc)
+                except Exception as exc:
+                    # A worker that dies here would leave the API accepting mail nobody sends.
+                    if isinstance(exc, DatabaseUnavailable):
+                        log.warning("claim failed, database unavailable: %s", exc)
+                    else:
+                        log.exception("claim failed")
                     await _sleep_or_stop(stop, backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -174,44 +184,59 @@ class Worker:
         self, token: str, body: queue.MessageBody, group: list[queue.Claimed]
     ) -> None:
         now = self.clock()
-        expired = [c for c in group if now >= c.deadline]
-        live = [c for c in group if now < c.deadline]
+        pending = self._unstarted.get(token, set())
+        expired = [c for c in group if now >= c.deadline and c.id in pending]
+        pending.difference_update(c.id for c in expired)
         settlements = [self._expired(token, body, c, now) for c in expired]
-        if live:
-            self._unstarted[token].difference_update(c.id for c in live)
-            job = Outgoing(
-                mail_from=body.sender,
-                recipients=[c.email for c in live],
-                data=body.mime,
-                smtputf8=body.smtputf8,
-            )
-            started = self.clock()
-            try:
-                result = await self.transport.send(job)
-                results = {r.recipient: r for r in result.results}
-            except Exception as exc:
-                log.exception("transport raised; treating as a temporary failure")
-                results = {}
-                result_stage = Stage.CONNECT
-                fallback = Reply.local(f"internal transport error: {type(exc).__name__}")
-            else:
-                result_stage = result.stage
-                fallback = Reply.local("no result for recipient")
-            if self.opt.fault_injection == FAULT_AFTER_SMTP and any(
-                r.outcome is Outcome.ACCEPTED for r in results.values()
-            ):
-                os.kill(os.getpid(), signal.SIGKILL)
-            duration = self.clock() - started
-            for c in live:
-                r = results.get(c.email) or RecipientResult(
-                    c.email, Outcome.TEMPORARY, fallback, result_stage
-                )
-                settlements.append(self._settlement(token, body, c, r, started, duration))
+        live = [c for c in group if now < c.deadline]
+        async with contextlib.AsyncExitStack() as slot:
+            if live:
+                await slot.enter_async_context(self._slots)
+                # A drain may have released these claims while this job waited for a slot.
+                live = [c for c in live if c.id in pending and not self._draining]
+                pending.difference_update(c.id for c in live)
+            if live:
+                settlements += await self._attempt(token, body, live)
         await self._settler.submit(settlements)
         for s in settlements:
             self._inflight.get(token, set()).discard(s.recipient_id)
             if s.status == "sent":
                 self.sent += 1
+
+    async def _attempt(
+        self, token: str, body: queue.MessageBody, live: list[queue.Claimed]
+    ) -> list[queue.Settlement]:
+        """One SMTP delivery of ``body`` to ``live``; a settlement per recipient."""
+        job = Outgoing(
+            mail_from=body.sender,
+            recipients=[c.email for c in live],
+            data=body.mime,
+            smtputf8=body.smtputf8,
+        )
+        started = self.clock()
+        try:
+            result = await self.transport.send(job)
+            results = {r.recipient: r for r in result.results}
+        except Exception as exc:
+            log.exception("transport raised; treating as a temporary failure")
+            results = {}
+            result_stage = Stage.CONNECT
+            fallback = Reply.local(f"internal transport error: {type(exc).__name__}")
+        else:
+            result_stage = result.stage
+            fallback = Reply.local("no result for recipient")
+        if self.opt.fault_injection == FAULT_AFTER_SMTP and any(
+            r.outcome is Outcome.ACCEPTED for r in results.values()
+        ):
+            os.kill(os.getpid(), signal.SIGKILL)
+        duration = self.clock() - started
+        settlements = []
+        for c in live:
+            r = results.get(c.email) or RecipientResult(
+                c.email, Outcome.TEMPORARY, fallback, result_stage
+            )
+            settlements.append(self._settlement(token, body, c, r, started, duration))
+        return settlements
 
     def _settlement(
         self,
@@ -278,19 +303,45 @@ class Worker:
             attempted=False,
         )
 
-    async def _drain(self) -> None:
-        """Graceful stop: release unstarted claims, give in-flight sessions a grace period."""
+    async def _drain(self) -> dict[str, set[str]]:
+        """Graceful stop: release unstarted claims, give in-flight sessions a grace period.
+
+        Returns the claims of sessions cut off after the grace period, by lease token.
+        """
+        self._draining = True
         for token, ids in list(self._unstarted.items()):
-            if ids:
-                with contextlib.suppress(DatabaseUnavailable):
-                    await queue.release(self.db, token=token, ids=list(ids), now=self.clock())
+            if not ids:
+                continue
+            # Forget them first, so no waiting job starts them while the release runs.
+            released = list(ids)
+            ids.clear()
+            self._inflight.get(token, set()).difference_update(released)
+            try:
+                await queue.release(self.db, token=token, ids=released, now=self.clock())
+            except Exception as exc:  # the lease expires and a reaper returns them
+                log.warning("could not release %d claims: %s", len(released), exc)
+        cut_off: dict[str, set[str]] = {}
         if self._jobs:
             _done, pending = await asyncio.wait(set(self._jobs), timeout=self.opt.shutdown_grace)
+            if pending:
+                cut_off = {t: set(ids) for t, ids in self._inflight.items() if ids}
+                log.warning("cutting off %d sessions after the shutdown grace", len(pending))
             for t in pending:
                 t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        return cut_off
+
+    async def _abandon(self, cut_off: dict[str, set[str]]) -> None:
+        """Return cut-off claims to the queue now; they may have passed the final dot."""
+        for token, ids in cut_off.items():
+            try:
+                await queue.abandon(self.db, token=token, ids=list(ids), now=self.clock())
+            except Exception as exc:  # the lease expires and a reaper returns them
+                log.warning("could not return %d cut-off claims: %s", len(ids), exc)
 
     async def _heartbeat(self, stop: asyncio.Event) -> None:
-        interval = max(0.05, self.opt.lease_seconds / 3)
+        interval = self.opt.heartbeat_interval or max(0.05, self.opt.lease_seconds / 3)
         while True:
             await asyncio.sleep(interval)
             tokens = [t for t, ids in self._inflight.items() if ids]
@@ -302,7 +353,7 @@ class Worker:
                         lease_seconds=self.opt.lease_seconds,
                         now=self.clock(),
                     )
-                except DatabaseUnavailable as exc:
+                except Exception as exc:
                     log.warning("lease heartbeat failed: %s", exc)
 
     async def _reaper(self, stop: asyncio.Event) -> None:
@@ -311,7 +362,7 @@ class Worker:
             await _sleep_or_stop(stop, interval)
             try:
                 n = await queue.reap(self.db, now=self.clock())
-            except DatabaseUnavailable as exc:
+            except Exception as exc:
                 log.warning("reaper failed: %s", exc)
                 continue
             if n:
@@ -322,9 +373,13 @@ class Worker:
 class _SettleBatcher:
     """Collects settlements from concurrent jobs and writes them together."""
 
-    def __init__(self, db: Database, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, db: Database, clock: Callable[[], float], *, give_up_after: float = 30.0
+    ) -> None:
         self._db = db
         self._clock = clock
+        self._give_up_after = give_up_after
+        self._closing_since: float | None = None
         self._pending: list[tuple[list[queue.Settlement], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -335,6 +390,7 @@ class _SettleBatcher:
 
     async def stop(self) -> None:
         self._closing = True
+        self._closing_since = time.monotonic()
         self._wake.set()
         if self._task:
             with contextlib.suppress(asyncio.CancelledError):
@@ -358,22 +414,33 @@ class _SettleBatcher:
                 continue
             batch, self._pending = self._pending, []
             items = [s for group, _ in batch for s in group]
-            delay = 0.05
-            while True:
-                try:
-                    done = await queue.settle(self._db, items=items, now=self._clock())
-                    break
-                except DatabaseUnavailable as exc:
-                    # Keep the leases (the heartbeat still runs) and try again.
-                    log.warning("settle failed, retrying: %s", exc)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
-            stale = len(items) - len(done)
-            if stale:
+            done = await self._settle(items)
+            if done is not None and len(done) < len(items):
+                stale = len(items) - len(done)
                 log.warning("dropped %d results whose lease was lost to another worker", stale)
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+
+    async def _settle(self, items: list[queue.Settlement]) -> list[str] | None:
+        """Write ``items``, retrying while the database is unavailable; None if given up."""
+        delay = 0.05
+        while True:
+            try:
+                return await queue.settle(self._db, items=items, now=self._clock())
+            except Exception as exc:
+                # Keep the leases (the heartbeat still runs) and try again; if the lease
+                # runs out first, the fence discards this result and the retry is flagged.
+                if isinstance(exc, DatabaseUnavailable):
+                    log.warning("settle failed, retrying: %s", exc)
+                else:
+                    log.exception("settle failed, retrying")
+            since = self._closing_since
+            if since is not None and time.monotonic() - since > self._give_up_after:
+                log.error("gave up settling %d results at shutdown; leases will expire", len(items))
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 async def _retry_db(
