@@ -154,9 +154,10 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool, busy_ms: int) -> None
         # Let SQLAlchemy's "begin" hook, not the driver, decide when transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
+        # The busy timeout first: switching to WAL needs a lock another process may hold.
+        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
-        cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
