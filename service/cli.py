@@ -148,17 +148,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
 async def _worker_main(settings: Settings) -> None:
     from service.db.engine import Database
     from service.delivery.factory import build_worker, smtp_transport
+    from service.webhooks.dispatcher import Dispatcher, options_from
 
     db = Database(settings.database_url.get_secret_value())
     transport = smtp_transport(settings)
     worker = build_worker(settings, db, transport)
+    dispatcher = Dispatcher(db, options_from(settings))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     log.info("worker %s started", worker.name)
     try:
-        await worker.run(stop)
+        await asyncio.gather(worker.run(stop), dispatcher.run(stop))
     finally:
         await transport.aclose()
         await db.dispose()

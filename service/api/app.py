@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors
 from service.api.limits import BodyLimit
-from service.api.routes import health, messages
+from service.api.routes import health, messages, webhooks
 from service.api.runtime import Runtime
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
@@ -21,6 +21,7 @@ from service.delivery.factory import build_worker, retry_policy, smtp_transport
 from service.delivery.transport import Transport
 from service.domain.envelope import Limits
 from service.settings import Settings
+from service.webhooks.dispatcher import Dispatcher, options_from
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def create_app(
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None
         worker = None
+        dispatcher = None
+        hooks_task: asyncio.Task[None] | None = None
         carrier = transport
         if run_workers:
             carrier = carrier or smtp_transport(settings)
@@ -67,6 +70,9 @@ def create_app(
         app.state.worker = worker
         if worker is not None:
             worker_task = asyncio.create_task(worker.run(stop), name="delivery-worker")
+            dispatcher = Dispatcher(db, options_from(settings))
+            hooks_task = asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher")
+        app.state.dispatcher = dispatcher
         try:
             yield
         finally:
@@ -74,6 +80,9 @@ def create_app(
             if worker_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
+            if hooks_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await hooks_task
             await committer.stop()
             if carrier is not None and transport is None:
                 await carrier.aclose()
@@ -88,5 +97,7 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(messages.router)
+    app.include_router(webhooks.router)
+    webhooks.document_events(app)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return app

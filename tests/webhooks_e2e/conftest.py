@@ -1,0 +1,76 @@
+"""Helpers for end-to-end webhook tests: a live app that may call loopback receivers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from standardwebhooks import Webhook
+
+from service.settings import Settings
+from tests.support.app import LiveApp, settings_for
+from tests.support.http_receiver import HttpReceiver, RecordedRequest
+
+
+def hook_settings(
+    database_url: str, smtp_url: str = "smtp://127.0.0.1:9?tls=none", **kw: Any
+) -> Settings:
+    base: dict[str, Any] = {
+        "webhook_allowed_networks": "127.0.0.0/8,::1/128",
+        "webhook_retry_delays": "0.3,0.6,0.9",
+        "webhook_timeout": 5,
+        "webhook_lease_seconds": 10,
+    }
+    base.update(kw)
+    return settings_for(database_url, smtp_url, **base)
+
+
+async def register(app: LiveApp, url: str, **body: Any) -> dict[str, Any]:
+    r = await app.client.post("/v1/webhooks", json={"url": url, **body})
+    assert r.status_code == 201, r.text
+    data: dict[str, Any] = r.json()
+    return data
+
+
+async def send_one(app: LiveApp, to: str = "ann@example.com", **extra: Any) -> str:
+    r = await app.send(
+        **{"from": "shop@example.com"}, to=[to], subject="Receipt", text="Thanks", **extra
+    )
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def verify(secret: str, request: RecordedRequest) -> dict[str, Any]:
+    """Verify with the reference implementation; raises if the signature is wrong."""
+    payload: dict[str, Any] = Webhook(secret).verify(request.body, request.headers)
+    return payload
+
+
+def events_of(requests: list[RecordedRequest]) -> list[dict[str, Any]]:
+    import json
+
+    return [json.loads(r.body) for r in requests]
+
+
+async def deliveries(app: LiveApp, endpoint_id: str, **params: Any) -> list[dict[str, Any]]:
+    r = await app.client.get(f"/v1/webhooks/{endpoint_id}/deliveries", params=params)
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    return data
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    with HttpReceiver() as rec:
+        yield rec
+
+
+def no_requests_within(receiver: HttpReceiver, seconds: float) -> None:
+    time.sleep(seconds)
+    assert receiver.requests == []
+
+
+__all__ = ["httpx"]
