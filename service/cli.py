@@ -147,13 +147,16 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 async def _worker_main(settings: Settings) -> None:
     from service.db.engine import Database
+    from service.db.notify import QueueSignals
     from service.delivery.factory import build_worker, smtp_transport
     from service.webhooks.dispatcher import Dispatcher, options_from
 
-    db = Database(settings.database_url.get_secret_value())
+    db = Database.from_settings(settings)
     transport = smtp_transport(settings)
     worker = build_worker(settings, db, transport)
     dispatcher = Dispatcher(db, options_from(settings))
+    signals = QueueSignals.from_settings(settings, wake=worker.wake, publish=False)
+    signals.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,6 +165,7 @@ async def _worker_main(settings: Settings) -> None:
     try:
         await asyncio.gather(worker.run(stop), dispatcher.run(stop))
     finally:
+        await signals.aclose()
         await transport.aclose()
         await db.dispose()
         log.info("worker %s stopped", worker.name)
@@ -174,7 +178,7 @@ def _create_key(
     from service.db.keys import create_key
 
     async def run() -> str:
-        db = Database(settings.database_url.get_secret_value())
+        db = Database.from_settings(settings)
         try:
             now = time.time()
             key, _ = await create_key(

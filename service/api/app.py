@@ -17,6 +17,7 @@ from service.api.routes import health, messages, webhooks
 from service.api.runtime import Runtime
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
+from service.db.notify import QueueSignals
 from service.delivery.factory import build_worker, retry_policy, smtp_transport
 from service.delivery.transport import Transport
 from service.domain.envelope import Limits
@@ -45,7 +46,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        db = Database(settings.database_url.get_secret_value())
+        db = Database.from_settings(settings)
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None
         worker = None
@@ -55,7 +56,12 @@ def create_app(
         if run_workers:
             carrier = carrier or smtp_transport(settings)
             worker = build_worker(settings, db, carrier)
-        committer = GroupCommitter(db, on_commit=worker.wake if worker else None)
+        # Wakes the local worker and, on PostgreSQL, NOTIFYs workers in other processes.
+        signals = QueueSignals.from_settings(
+            settings, wake=worker.wake if worker else None, publish=True
+        )
+        signals.start()
+        committer = GroupCommitter(db, on_commit=signals.committed)
         committer.start()
         app.state.runtime = Runtime(
             settings=settings,
@@ -84,6 +90,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await hooks_task
             await committer.stop()
+            await signals.aclose()
             if carrier is not None and transport is None:
                 await carrier.aclose()
             await db.dispose()
