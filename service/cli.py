@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     create.add_argument("--expires-in", type=float, default=None, help="Seconds until expiry.")
     create.set_defaults(func=cmd_keys_create)
+    klist = ksub.add_parser("list", help="List keys (prefixes only, never the keys).")
+    klist.add_argument("--tenant", default=None, help="Only this tenant's keys.")
+    klist.set_defaults(func=cmd_keys_list)
+    revoke = ksub.add_parser("revoke", help="Revoke a key; it fails from the next request on.")
+    revoke.add_argument("key_id", metavar="ID")
+    revoke.set_defaults(func=cmd_keys_revoke)
 
     config = sub.add_parser("config", help="Print every setting: env file or Markdown table.")
     config.add_argument("--format", choices=("env", "markdown"), default="env")
@@ -224,6 +230,74 @@ def cmd_config(args: argparse.Namespace) -> int:
         readme.write_text(with_table(readme.read_text()))
         return 0
     sys.stdout.write(env_example() if args.format == "env" else markdown_table())
+    return 0
+
+
+def _keys_db(settings: Settings) -> None:
+    if settings.is_sqlite:
+        _sqlite_path(settings)
+        _migrate(settings)
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    from service.db.engine import Database
+    from service.db.keys import KeyRecord, list_keys
+
+    settings = load_settings()
+    logs.setup("WARNING")
+    _keys_db(settings)
+
+    async def run() -> list[KeyRecord]:
+        db = Database(settings.database_url.get_secret_value())
+        try:
+            return await list_keys(db, tenant_id=args.tenant)
+        finally:
+            await db.dispose()
+
+    def when(ts: float | None) -> str:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts)) if ts else "-"
+
+    now = time.time()
+    print("ID\tTENANT\tNAME\tPREFIX\tSCOPES\tCREATED\tLAST_USED\tEXPIRES\tSTATE")
+    for k in asyncio.run(run()):
+        state = "revoked" if k.revoked_at else ("active" if k.usable(now) else "expired")
+        print(
+            "\t".join(
+                (
+                    k.id,
+                    k.tenant_id,
+                    k.name,
+                    k.prefix + "…",
+                    ",".join(sorted(k.scopes)),
+                    when(k.created_at),
+                    when(k.last_used_at),
+                    when(k.expires_at),
+                    state,
+                )
+            )
+        )
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from service.db.engine import Database
+    from service.db.keys import revoke_key
+
+    settings = load_settings()
+    logs.setup("WARNING")
+    _keys_db(settings)
+
+    async def run() -> bool:
+        db = Database(settings.database_url.get_secret_value())
+        try:
+            return await revoke_key(db, args.key_id, tenant_id=None, now=time.time())
+        finally:
+            await db.dispose()
+
+    if not asyncio.run(run()):
+        print(f"kirim: no key {args.key_id}", file=sys.stderr)
+        return 1
+    print(f"revoked {args.key_id}")
     return 0
 
 

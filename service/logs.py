@@ -1,11 +1,101 @@
-"""Logging set-up for the CLI entry points."""
+"""Logging set-up for the CLI entry points, with secrets redacted from every record.
+
+Redaction happens when a record is created (a log-record factory), so it covers every
+handler, including the ones uvicorn installs after ``setup`` ran, and exception text.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+REDACTED = "[redacted]"
+
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # API keys and webhook secrets by their type prefixes.
+    (re.compile(r"kirim_[A-Za-z0-9_\-]{6,}"), "kirim_" + REDACTED),
+    (re.compile(r"whsec_[A-Za-z0-9+/=_\-]{6,}"), "whsec_" + REDACTED),
+    # Authorization headers and bearer tokens, however they are quoted.
+    (
+        re.compile(r"(?i)(bearer|basic)(\s+|['\"],\s*['\"]?)[A-Za-z0-9._~+/=\-]{4,}"),
+        r"\1 " + REDACTED,
+    ),
+    (
+        re.compile(r"(?i)(authorization['\"]?\s*[:=,]\s*(?:b(?=['\"]))?['\"]?)[^'\"\r\n]+"),
+        r"\1" + REDACTED,
+    ),
+    # SMTP AUTH with an initial response (PLAIN, LOGIN, XOAUTH2, ...): base64 credentials.
+    (re.compile(r"(?i)(AUTH\s+[A-Z0-9_\-]+\s+)[A-Za-z0-9+/=]{4,}"), r"\1" + REDACTED),
+    # Passwords in URLs: scheme://user:password@host.
+    (re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
+    # key=value and "key": "value" pairs whose name says secret.
+    (
+        re.compile(
+            r"(?i)((?:password|passwd|secret|api_key|apikey|token)['\"]?\s*[:=]\s*['\"]?)"
+            r"[^'\"\s,;&}]+"
+        ),
+        r"\1" + REDACTED,
+    ),
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every known secret shape replaced."""
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+def _redact_arg(arg: Any) -> Any:
+    if isinstance(arg, int | float | bool) or arg is None:
+        return arg
+    try:
+        shown = arg if isinstance(arg, str) else str(arg)
+    except Exception:
+        return arg
+    cleaned = redact(shown)
+    return arg if cleaned == shown else cleaned
+
+
+def redact_record(record: logging.LogRecord) -> logging.LogRecord:
+    """Redact a record's message, arguments and exception text in place."""
+    if isinstance(record.msg, str):
+        record.msg = redact(record.msg)
+    elif record.msg is not None and not isinstance(record.msg, int | float):
+        record.msg = redact(str(record.msg))
+    if isinstance(record.args, Mapping):
+        record.args = {k: _redact_arg(v) for k, v in record.args.items()}
+    elif isinstance(record.args, tuple):
+        # Element by element, so formatters that read args positionally keep working.
+        record.args = tuple(_redact_arg(a) for a in record.args)
+    if record.exc_info and record.exc_info[0] is not None and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    if record.stack_info:
+        record.stack_info = redact(record.stack_info)
+    return record
+
+
+_installed = False
+
+
+def install_redaction() -> None:
+    """Redact every log record this process creates from now on (idempotent)."""
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return redact_record(previous(*args, **kwargs))
+
+    logging.setLogRecordFactory(factory)
+    _installed = True
 
 
 def setup(level: str = "INFO") -> None:
+    install_redaction()
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

@@ -265,6 +265,14 @@ class Settings(BaseSettings):
         parse_networks(v)
         return v
 
+    @field_validator("rate_limit_per_key", "rate_limit_per_tenant")
+    @classmethod
+    def _rate_parse(cls, v: str) -> str:
+        from service.ratelimit import parse_rate
+
+        parse_rate(v)
+        return v
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.get_secret_value().startswith("sqlite")

@@ -12,15 +12,14 @@ from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors
-from service.api.limits import BodyLimit
-from service.api.routes import health, messages, webhooks
+from service.api.limits import BodyLimit, limits_from
+from service.api.routes import health, keys, messages, webhooks
 from service.api.runtime import Runtime
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
 from service.db.notify import QueueSignals
 from service.delivery.factory import build_worker, retry_policy, smtp_transport
 from service.delivery.transport import Transport
-from service.domain.envelope import Limits
 from service.settings import Settings
 from service.webhooks.dispatcher import Dispatcher, options_from
 
@@ -68,10 +67,7 @@ def create_app(
             db=db,
             committer=committer,
             policy=retry_policy(settings),
-            limits=Limits(
-                max_recipients=settings.max_recipients,
-                max_attachment_bytes=settings.max_attachment_bytes,
-            ),
+            limits=limits_from(settings),
         )
         app.state.worker = worker
         if worker is not None:
@@ -105,6 +101,9 @@ def create_app(
     app.include_router(health.router)
     app.include_router(messages.router)
     app.include_router(webhooks.router)
+    app.include_router(keys.router)
     webhooks.document_events(app)
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
+    )
     return app

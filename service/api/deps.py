@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from fastapi import Request
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
 from service.db.keys import KeyRecord, find_key, touch_key
+from service.idempotency import Idempotency
+from service.ratelimit import RateLimiter, parse_rate
 
 _TOUCH_EVERY = 60.0  # seconds; last_used_at need not cost a write per request
 
@@ -29,6 +32,33 @@ def runtime(request: Request) -> Runtime:
     return rt
 
 
+@dataclass(frozen=True, slots=True)
+class Guards:
+    """Per-process state that protects tenants from each other and from retries."""
+
+    runtime: Runtime
+    idempotency: Idempotency
+    limiter: RateLimiter
+
+
+def guards(request: Request) -> Guards:
+    """The app's guards, built on first use from its runtime (and rebuilt if that changes)."""
+    rt = runtime(request)
+    current: Guards | None = getattr(request.app.state, "guards", None)
+    if current is None or current.runtime is not rt:
+        current = Guards(
+            rt,
+            Idempotency(rt.db, ttl=rt.settings.idempotency_ttl),
+            RateLimiter(
+                rt.db,
+                per_key=parse_rate(rt.settings.rate_limit_per_key),
+                per_tenant=parse_rate(rt.settings.rate_limit_per_tenant),
+            ),
+        )
+        request.app.state.guards = current
+    return current
+
+
 def _unauthorised(detail: str) -> ApiError:
     return ApiError(
         401, "unauthorized", "Authentication required", detail, {"WWW-Authenticate": "Bearer"}
@@ -36,7 +66,8 @@ def _unauthorised(detail: str) -> ApiError:
 
 
 def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
-    """A dependency that authenticates the bearer key and checks it carries ``scope``."""
+    """A dependency that authenticates the bearer key, checks it carries ``scope`` and
+    applies the per-key and per-tenant rate limits (429 before anything is done)."""
 
     async def dependency(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
@@ -50,6 +81,18 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
             raise _unauthorised("The API key is unknown, revoked or expired.")
         if scope not in record.scopes:
             raise ApiError(403, "forbidden", "Missing scope", f"This key lacks the {scope} scope.")
+        limiter = guards(request).limiter
+        if limiter.enabled:
+            decision = await limiter.check(key_id=record.id, tenant_id=record.tenant_id)
+            if not decision.allowed:
+                wait = max(1, math.ceil(decision.retry_after))
+                raise ApiError(
+                    429,
+                    "rate-limited",
+                    "Too many requests",
+                    f"This key or its tenant is over its request rate; retry in {wait} s.",
+                    {"Retry-After": str(wait)},
+                )
         if now - rt.key_touched.get(record.id, 0.0) > _TOUCH_EVERY:
             rt.key_touched[record.id] = now
             await touch_key(rt.db, record.id, now)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from service.db.engine import Database
 from service.db.tables import api_keys
@@ -36,6 +37,7 @@ class KeyRecord:
     expires_at: float | None
     revoked_at: float | None
     last_used_at: float | None
+    created_at: float | None = None
 
     def usable(self, now: float) -> bool:
         if self.revoked_at is not None:
@@ -66,6 +68,7 @@ async def create_key(
         expires_at=expires_at,
         revoked_at=None,
         last_used_at=None,
+        created_at=now,
     )
     async with db.write() as conn:
         await conn.execute(
@@ -83,21 +86,20 @@ async def create_key(
     return key, record
 
 
-async def find_key(db: Database, key: str) -> KeyRecord | None:
-    stmt = select(
-        api_keys.c.id,
-        api_keys.c.tenant_id,
-        api_keys.c.name,
-        api_keys.c.prefix,
-        api_keys.c.scopes,
-        api_keys.c.expires_at,
-        api_keys.c.revoked_at,
-        api_keys.c.last_used_at,
-    ).where(api_keys.c.key_hash == hash_key(key))
-    async with db.read() as conn:
-        row = (await conn.execute(stmt)).first()
-    if row is None:
-        return None
+_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.tenant_id,
+    api_keys.c.name,
+    api_keys.c.prefix,
+    api_keys.c.scopes,
+    api_keys.c.expires_at,
+    api_keys.c.revoked_at,
+    api_keys.c.last_used_at,
+    api_keys.c.created_at,
+)
+
+
+def _record(row: Any) -> KeyRecord:
     return KeyRecord(
         id=row.id,
         tenant_id=row.tenant_id,
@@ -107,7 +109,53 @@ async def find_key(db: Database, key: str) -> KeyRecord | None:
         expires_at=row.expires_at,
         revoked_at=row.revoked_at,
         last_used_at=row.last_used_at,
+        created_at=row.created_at,
     )
+
+
+async def find_key(db: Database, key: str) -> KeyRecord | None:
+    """The record of a presented key (by its hash), usable or not."""
+    stmt = select(*_COLUMNS).where(api_keys.c.key_hash == hash_key(key))
+    async with db.read() as conn:
+        row = (await conn.execute(stmt)).first()
+    return None if row is None else _record(row)
+
+
+async def get_key(db: Database, key_id: str, *, tenant_id: str | None) -> KeyRecord | None:
+    """One key by id; ``tenant_id`` None (operators on the command line) sees every tenant."""
+    stmt = select(*_COLUMNS).where(api_keys.c.id == key_id)
+    if tenant_id is not None:
+        stmt = stmt.where(api_keys.c.tenant_id == tenant_id)
+    async with db.read() as conn:
+        row = (await conn.execute(stmt)).first()
+    return None if row is None else _record(row)
+
+
+async def list_keys(db: Database, *, tenant_id: str | None) -> list[KeyRecord]:
+    """Keys, oldest first; ``tenant_id`` None lists every tenant's."""
+    stmt = select(*_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+    if tenant_id is not None:
+        stmt = stmt.where(api_keys.c.tenant_id == tenant_id)
+    async with db.read() as conn:
+        rows = (await conn.execute(stmt)).all()
+    return [_record(r) for r in rows]
+
+
+async def revoke_key(db: Database, key_id: str, *, tenant_id: str | None, now: float) -> bool:
+    """Revoke a key at once (every request looks the key up); False if there is none.
+
+    Revoking twice keeps the first revocation time.
+    """
+    stmt = (
+        update(api_keys)
+        .where(api_keys.c.id == key_id)
+        .values(revoked_at=func.coalesce(api_keys.c.revoked_at, now))
+    )
+    if tenant_id is not None:
+        stmt = stmt.where(api_keys.c.tenant_id == tenant_id)
+    async with db.write() as conn:
+        result = await conn.execute(stmt)
+    return bool(getattr(result, "rowcount", 0))
 
 
 async def touch_key(db: Database, key_id: str, now: float) -> None:

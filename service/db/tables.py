@@ -59,6 +59,9 @@ class Message(SQLModel, table=True):
     expires_at: float | None = None
     priority: int = Field(default=1, description="0 high, 1 normal, 2 low.")
     event_seq: int = Field(default=0, description="Last per-message event sequence number.")
+    traceparent: str | None = Field(
+        default=None, max_length=55, description="W3C trace context of the accepting request."
+    )
 
 
 class Recipient(SQLModel, table=True):
@@ -245,3 +248,90 @@ class WebhookAttempt(SQLModel, table=True):
 webhook_endpoints = WebhookEndpoint.__table__  # type: ignore[attr-defined]
 webhook_deliveries = WebhookDelivery.__table__  # type: ignore[attr-defined]
 webhook_attempts = WebhookAttempt.__table__  # type: ignore[attr-defined]
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A client's Idempotency-Key and the response it got, unique per tenant."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_expires_at", "expires_at"),)
+
+    tenant_id: str = Field(primary_key=True, max_length=64)
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64, description="SHA-256 of method, path and body.")
+    status: str = Field(max_length=16, description="in_flight or done.")
+    response_status: int | None = None
+    response_body: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: float
+    expires_at: float
+
+
+class RateBucket(SQLModel, table=True):
+    """A token bucket shared by every process (used on PostgreSQL)."""
+
+    __tablename__ = "rate_buckets"
+
+    bucket: str = Field(primary_key=True, max_length=120)
+    tokens: float
+    updated_at: float
+
+
+idempotency_keys = IdempotencyKey.__table__  # type: ignore[attr-defined]
+rate_buckets = RateBucket.__table__  # type: ignore[attr-defined]
+
+
+class Template(SQLModel, table=True):
+    """A tenant's reusable subject/text/html with Jinja2 variables."""
+
+    __tablename__ = "templates"
+    __table_args__ = (
+        Index("ux_templates_tenant_id_name", "tenant_id", "name", unique=True),
+        Index("ix_templates_tenant_id_id", "tenant_id", "id"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(max_length=64)
+    name: str = Field(max_length=100)
+    subject: str = Field(sa_column=Column(Text, nullable=False))
+    text: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    html: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    created_at: float
+    updated_at: float
+
+
+class Suppression(SQLModel, table=True):
+    """An address a tenant never sends to again (hard bounce, complaint or by hand)."""
+
+    __tablename__ = "suppressions"
+    __table_args__ = (
+        Index("ux_suppressions_tenant_id_email", "tenant_id", "email", unique=True),
+        Index("ix_suppressions_tenant_id_id", "tenant_id", "id"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
+    )
+    tenant_id: str = Field(max_length=64)
+    email: str = Field(max_length=320, description="Lower-cased address.")
+    reason: str = Field(max_length=16, description="bounce, complaint or manual.")
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    source_message_id: str | None = Field(default=None, max_length=40)
+    created_at: float
+
+
+templates = Template.__table__  # type: ignore[attr-defined]
+suppressions = Suppression.__table__  # type: ignore[attr-defined]
+
+
+class DeliveryPause(SQLModel, table=True):
+    """Delivery held for one tenant or destination domain until resumed (claims skip it)."""
+
+    __tablename__ = "delivery_pauses"
+
+    kind: str = Field(primary_key=True, max_length=8, description="tenant or domain.")
+    value: str = Field(primary_key=True, max_length=255)
+    reason: str = Field(default="", max_length=500)
+    created_at: float
+
+
+delivery_pauses = DeliveryPause.__table__  # type: ignore[attr-defined]

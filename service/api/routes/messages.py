@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
-from service.api.deps import Principal, require, runtime
+from service import idempotency
+from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
 from service.api.schemas import (
@@ -71,30 +72,74 @@ def draft_from(body: SendRequest, limits: envelope.Limits) -> envelope.Draft:
     summary="Accept a message for delivery",
     description=(
         "Validates the message, builds its exact MIME bytes and stores it durably. The 202 "
-        "is sent only after the commit reached disk; delivery happens in the background."
+        "is sent only after the commit reached disk; delivery happens in the background.\n\n"
+        "With an `Idempotency-Key` header (1-255 printable ASCII characters, a UUID is ideal) "
+        "a retry with the same key and body replays the first response (same id, header "
+        "`Idempotent-Replayed: true`) and sends nothing again, for at least 24 hours "
+        "(`KIRIM_IDEMPOTENCY_TTL`). The same key with another body is refused with 422; "
+        "while the first request is still running, 409 with `Retry-After`. A request that "
+        "fails validation stores no key."
     ),
-    responses=_ERRORS,
+    responses={
+        **_ERRORS,
+        409: {"description": "The first request with this Idempotency-Key is running", **_PROBLEM},
+        429: {"description": "Rate limit; see Retry-After; nothing stored", **_PROBLEM},
+    },
 )
 async def send_message(
     body: SendRequest,
+    request: Request,
+    idempotency_key: str | None = Header(
+        default=None,
+        alias=idempotency.HEADER,
+        description="Makes retries safe: same key and body, same response, one message.",
+    ),
     principal: Principal = Depends(require("messages:send")),
     rt: Runtime = Depends(runtime),
-) -> SendAccepted:
-    draft = draft_from(body, rt.limits)
-    rows, accepted = prepare(
-        draft,
-        tenant_id=principal.tenant_id,
-        now=time.time(),
-        policy=rt.policy,
-        message_id_domain=rt.settings.message_id_domain,
-    )
-    await rt.committer.submit(rows)
-    return SendAccepted(
-        id=accepted.id,
-        status=accepted.status,
-        message_id=accepted.message_id_header,
-        created_at=rfc3339(accepted.created_at) or "",
-        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
+    guard: Guards = Depends(guards),
+) -> Response:
+    # ``idempotency_key`` documents the header; every value is read to refuse duplicates.
+    key = idempotency.parse_key(request.headers.getlist(idempotency.HEADER))
+    fp = ""
+    if key is not None:
+        canonical = body.model_dump(mode="json", by_alias=True)
+        fp = idempotency.fingerprint("POST", request.url.path, canonical)
+    async with guard.idempotency.claim(principal.tenant_id, key, fp) as claim:
+        if claim.replay is not None:
+            return _replayed(claim.replay)
+        draft = draft_from(body, rt.limits)
+        rows, accepted = prepare(
+            draft,
+            tenant_id=principal.tenant_id,
+            now=claim.now,
+            policy=rt.policy,
+            message_id_domain=rt.settings.message_id_domain,
+        )
+        content = SendAccepted(
+            id=accepted.id,
+            status=accepted.status,
+            message_id=accepted.message_id_header,
+            created_at=rfc3339(accepted.created_at) or "",
+            recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
+        ).model_dump_json()
+        rows.extra.extend(claim.row(202, content))
+        try:
+            await rt.committer.submit(rows)
+        except IntegrityError:
+            # Another process stored this key first: answer as it did.
+            replay = await claim.resolve_conflict()
+            if replay is None:
+                raise
+            return _replayed(replay)
+    return Response(content, status_code=202, media_type="application/json")
+
+
+def _replayed(replay: idempotency.Replay) -> Response:
+    return Response(
+        replay.body,
+        status_code=replay.status,
+        media_type="application/json",
+        headers={idempotency.REPLAYED_HEADER: "true"},
     )
 
 
