@@ -1,0 +1,232 @@
+"""Pieces of a scaled-out Kirim for tests: a recording smtp-sink, databases, load, queries.
+
+``smtp-sink -D`` appends every received transaction (with one ``X-Rcpt-Args`` line per
+accepted recipient) to one file, flushed per message: reading it back gives exact
+per-recipient delivery counts from a C server that keeps up with many Python workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from tests.support import databases
+from tests.support.ports import free_port
+
+RCPT = re.compile(rb"^X-Rcpt-Args: <([^>]*)>", re.MULTILINE)
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+class SmtpSink:
+    """Postfix's smtp-sink on loopback, recording every transaction to one file."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        # smtp-sink drops to "nobody" when run as root: it needs a directory it may write.
+        self.dir = Path(tempfile.mkdtemp(prefix="kirim-sink-"))
+        self.dir.chmod(0o777)
+        self.dump = self.dir / "received"
+        self.dump.touch()
+        self.dump.chmod(0o666)
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}?tls=none"
+
+    def start(self) -> SmtpSink:
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        self.proc = subprocess.Popen(
+            [
+                SMTP_SINK,
+                *user,
+                "-D",
+                str(self.dump),
+                "-m",
+                "1024",
+                f"127.0.0.1:{self.port}",
+                "1024",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._listening, timeout=10, what="smtp-sink listening")
+        return self
+
+    def _listening(self) -> bool:
+        import socket
+
+        with socket.socket() as s:
+            return s.connect_ex(("127.0.0.1", self.port)) == 0
+
+    def counts(self) -> Counter[str]:
+        return Counter(m.decode() for m in RCPT.findall(self.dump.read_bytes()))
+
+    def total(self) -> int:
+        return len(RCPT.findall(self.dump.read_bytes()))
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout: float, what: str, step: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(step)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def fresh_pg(*, migrated: bool = True) -> Iterator[str]:
+    """A new database on the machine's PostgreSQL for one test, dropped afterwards."""
+    if migrated:
+        name = databases.create_pg_database("scale")
+    else:
+        name = f"kirim_test_scale_{uuid.uuid4().hex[:8]}"
+        asyncio.run(databases._admin(f'CREATE DATABASE "{name}"'))
+    try:
+        yield databases.pg_url(name)
+    finally:
+        databases.drop_pg_database(name)
+
+
+# --- load ---------------------------------------------------------------------------
+
+
+@dataclass
+class Posted:
+    """What the clients saw: recipient -> message id for every 202, and everything else."""
+
+    accepted: dict[str, str] = field(default_factory=dict)
+    refused: Counter[str] = field(default_factory=Counter)  # status code or error name
+    seconds: float = 0.0
+
+
+async def post_load(
+    bases: list[str],
+    key: str,
+    recipients: list[str],
+    *,
+    concurrency: int = 64,
+    retries: int = 0,
+    request_timeout: float = 30.0,
+) -> Posted:
+    """POST one message per recipient, spread over ``bases``, ``concurrency`` at a time.
+
+    With ``retries``, a refused POST is repeated for a *new* recipient name (``…+rN``), so
+    a request that committed although the client saw an error stays distinguishable.
+    """
+    out = Posted()
+    sem = asyncio.Semaphore(concurrency)
+    clients = [
+        httpx.AsyncClient(
+            base_url=b,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=request_timeout,
+            trust_env=False,
+            limits=httpx.Limits(max_connections=concurrency),
+        )
+        for b in bases
+    ]
+
+    async def one(i: int, rcpt: str) -> None:
+        async with sem:
+            for attempt in range(retries + 1):
+                name = rcpt if attempt == 0 else rcpt.replace("@", f"+r{attempt}@")
+                client = clients[(i + attempt) % len(clients)]
+                try:
+                    r = await client.post(
+                        "/v1/messages",
+                        json={
+                            "from": "app@example.com",
+                            "to": [name],
+                            "subject": f"load {name}",
+                            "text": "scale-out test",
+                        },
+                    )
+                except httpx.HTTPError as exc:
+                    out.refused[type(exc).__name__] += 1
+                else:
+                    if r.status_code == 202:
+                        out.accepted[name] = r.json()["id"]
+                        return
+                    out.refused[str(r.status_code)] += 1
+                await asyncio.sleep(0.2)
+
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(one(i, r) for i, r in enumerate(recipients)))
+    finally:
+        for c in clients:
+            await c.aclose()
+    out.seconds = time.monotonic() - started
+    return out
+
+
+# --- database checks ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    message_id: str
+    email: str
+    status: str
+    possible_duplicate: bool
+
+
+async def recipient_rows(url: str) -> list[RecipientRow]:
+    conn = await asyncpg.connect(_dsn(url), timeout=10)
+    try:
+        rows = await conn.fetch(
+            "SELECT message_id, email, status, possible_duplicate FROM recipients"
+        )
+    finally:
+        await conn.close()
+    return [RecipientRow(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def scalar(url: str, sql: str) -> object:
+    conn = await asyncpg.connect(_dsn(url), timeout=10)
+    try:
+        return await conn.fetchval(sql)
+    finally:
+        await conn.close()
+
+
+def _dsn(url: str) -> str:
+    from service.db.notify import asyncpg_dsn
+
+    return asyncpg_dsn(url)
