@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from service.db.accepts import NewMessage
@@ -10,7 +10,7 @@ from service.domain.envelope import Draft
 from service.domain.ids import new_id
 from service.domain.mime import build_mime, make_message_id
 from service.domain.retry import RetryPolicy
-from service.domain.status import Status
+from service.domain.status import Status, summarise
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,44 @@ def prepare(
     msg_id = new_id("msg", now)
     header_id = make_message_id(msg_id.lower().replace("_", "."), message_id_domain)
     mime = build_mime(draft, message_id=header_id, date=datetime.fromtimestamp(now, UTC))
+    return record(
+        msg_id,
+        tenant_id=tenant_id,
+        now=now,
+        policy=policy,
+        sender=draft.sender.email,
+        subject=draft.subject,
+        header_id=header_id,
+        mime=mime,
+        smtputf8=draft.smtputf8,
+        recipients=[(r.address.email, r.kind) for r in draft.recipients],
+        tags=list(draft.tags),
+        metadata=dict(draft.metadata),
+        send_at=send_at,
+        expires_at=expires_at,
+        priority=priority,
+    )
+
+
+def record(
+    msg_id: str,
+    *,
+    tenant_id: str,
+    now: float,
+    policy: RetryPolicy,
+    sender: str,
+    subject: str,
+    header_id: str,
+    mime: bytes,
+    smtputf8: bool,
+    recipients: list[tuple[str, str]],  # (email, kind)
+    tags: list[str],
+    metadata: dict[str, str],
+    send_at: float | None = None,
+    expires_at: float | None = None,
+    priority: int = 1,
+) -> tuple[NewMessage, Accepted]:
+    """The rows of one message whose bytes are already built (from a draft or raw MIME)."""
     scheduled = send_at is not None and send_at > now
     status = Status.SCHEDULED if scheduled else Status.QUEUED
     due = send_at if scheduled and send_at is not None else now
@@ -46,14 +84,14 @@ def prepare(
         "id": msg_id,
         "tenant_id": tenant_id,
         "created_at": now,
-        "sender": draft.sender.email,
-        "subject": draft.subject,
+        "sender": sender,
+        "subject": subject,
         "message_id_header": header_id,
         "mime": mime,
         "size": len(mime),
-        "smtputf8": draft.smtputf8,
-        "tags": list(draft.tags),
-        "metadata": dict(draft.metadata),
+        "smtputf8": smtputf8,
+        "tags": list(tags),
+        "metadata": dict(metadata),
         "send_at": send_at,
         "expires_at": expires_at,
         "priority": priority,
@@ -62,15 +100,15 @@ def prepare(
     rcpt_rows = []
     event_rows = []
     summary = []
-    for seq, r in enumerate(draft.recipients, start=1):
+    for seq, (email, kind) in enumerate(recipients, start=1):
         rid = new_id("rcp", now)
         rcpt_rows.append(
             {
                 "id": rid,
                 "message_id": msg_id,
                 "tenant_id": tenant_id,
-                "email": r.address.email,
-                "kind": r.kind,
+                "email": email,
+                "kind": kind,
                 "status": status.value,
                 "priority": priority,
                 "attempts": 0,
@@ -93,16 +131,36 @@ def prepare(
                 "data": {
                     "message_id": msg_id,
                     "recipient_id": rid,
-                    "recipient": r.address.email,
+                    "recipient": email,
                     "status": status.value,
                     "attempt": 0,
-                    "tags": list(draft.tags),
-                    "metadata": dict(draft.metadata),
+                    "tags": list(tags),
+                    "metadata": dict(metadata),
                     "seq": seq,
                 },
             }
         )
-        summary.append((rid, r.address.email, status.value))
+        summary.append((rid, email, status.value))
     message["event_seq"] = len(rcpt_rows)
     accepted = Accepted(msg_id, status.value, now, header_id, summary)
     return NewMessage(message, rcpt_rows, event_rows), accepted
+
+
+def suppress(item: NewMessage, accepted: Accepted, suppressed: set[str]) -> Accepted:
+    """End recipients on the tenant's suppression list as ``suppressed``: no SMTP, one event.
+
+    ``suppressed`` holds lower-cased addresses; ``item`` is changed in place.
+    """
+    hit = {r["id"] for r in item.recipients if r["email"].lower() in suppressed}
+    if not hit:
+        return accepted
+    done = Status.SUPPRESSED.value
+    for r in item.recipients:
+        if r["id"] in hit:
+            r.update(status=done, reason="suppressed")
+    for e in item.events:
+        if e["recipient_id"] in hit:
+            e["type"] = "message.suppressed"
+            e["data"].update(status=done, reason="suppressed")
+    states = [(i, m, done if i in hit else s) for i, m, s in accepted.recipients]
+    return replace(accepted, status=summarise(s for _, _, s in states), recipients=states)
