@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -60,6 +61,18 @@ async def deliveries(app: LiveApp, endpoint_id: str, **params: Any) -> list[dict
     assert r.status_code == 200, r.text
     data: list[dict[str, Any]] = r.json()["data"]
     return data
+
+
+async def until(
+    predicate: Callable[[], Awaitable[bool]], *, within: float = 20, interval: float = 0.05
+) -> None:
+    """Poll ``predicate`` until true; fail the test after ``within`` seconds."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError(f"condition not met within {within}s")
 
 
 @pytest.fixture

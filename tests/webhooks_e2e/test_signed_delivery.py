@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from tests.support.app import live_app, wait_for
+from tests.support.app import live_app
 from tests.support.http_receiver import HttpReceiver
 from tests.support.smtpd import RecordingSmtpServer
-from tests.webhooks_e2e.conftest import hook_settings, register, send_one, verify
+from tests.webhooks_e2e.conftest import hook_settings, register, send_one, until, verify
 
 pytestmark = pytest.mark.asyncio
 
@@ -85,7 +85,7 @@ async def test_test_event_and_delivery_history(database_url: str, receiver: Http
             rows = (await app.client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["data"]
             return bool(rows) and rows[0]["status"] == "succeeded"
 
-        await wait_for(settled)
+        await until(settled)
         rows = (await app.client.get(f"/v1/webhooks/{hook['id']}/deliveries")).json()["data"]
     assert got[0].header("webhook-id") == queued["webhook_id"]
     assert verify(hook["secret"], got[0])["data"]["endpoint_id"] == hook["id"]
