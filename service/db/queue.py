@@ -34,6 +34,8 @@ class Claimed:
     lease_lost: bool
 
 
+    # An earlier attempt may already have delivered it (lost after the final dot).
+    possible_duplicate: bool = False
 @dataclass(frozen=True, slots=True)
 class MessageBody:
     id: str
@@ -106,6 +108,7 @@ async def claim(
     )
     async with db.write() as conn:
         rows = (await conn.execute(stmt)).all()
+            recipients.c.possible_duplicate,
     return [Claimed(*row) for row in rows]
 
 

@@ -270,7 +270,8 @@ class Worker:
             reply=r.reply.text,
             started_at=started,
             duration=duration,
-            possible_duplicate=r.possible_duplicate or c.lease_lost,
+            # Every attempt after one that may have delivered is itself a possible duplicate.
+            possible_duplicate=r.possible_duplicate or c.lease_lost or c.possible_duplicate,
             tags=body.tags,
             metadata=body.metadata,
         )
