@@ -87,3 +87,29 @@ def no_requests_within(receiver: HttpReceiver, seconds: float) -> None:
 
 
 __all__ = ["httpx"]
+
+
+@pytest.fixture
+def connect_spy_loopback(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every TCP connect made in this process (socket and asyncio), as (host, port)."""
+    import socket
+
+    attempts: list[tuple[str, int]] = []
+    real_connect = socket.socket.connect
+    real_create = asyncio.base_events.BaseEventLoop.create_connection
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if isinstance(address, tuple):
+            attempts.append((str(address[0]), int(address[1])))
+        return real_connect(self, address)
+
+    async def create_connection(self: Any, *args: Any, **kwargs: Any) -> Any:
+        host = kwargs.get("host", args[1] if len(args) > 1 else None)
+        port = kwargs.get("port", args[2] if len(args) > 2 else None)
+        if host is not None:
+            attempts.append((str(host), int(port or 0)))
+        return await real_create(self, *args, **kwargs)
+
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(asyncio.base_events.BaseEventLoop, "create_connection", create_connection)
+    return attempts
