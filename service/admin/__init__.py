@@ -1,0 +1,1 @@
+"""Operator tools: queue stats, bulk retry, cancel and bounce, delivery pauses."""

@@ -1,0 +1,1 @@
+"""Metrics, structured logs, trace context and readiness: what an operator watches."""

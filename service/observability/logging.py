@@ -1,0 +1,111 @@
+"""Log output formats: one JSON object per line (production) or readable text (``kirim dev``).
+
+``service.logs.setup`` installs the handler, levels and secret redaction; ``configure`` then
+swaps the formatter on the root handlers. Delivery lines carry their facts as record
+attributes (``extra=``), which both formatters print; recipient addresses are replaced by a
+short SHA-256 unless ``KIRIM_LOG_RECIPIENTS=plain`` (an operator finds a complainant's lines
+with ``kirim admin hash ADDRESS``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from service import logs
+from service.settings import Settings
+
+RecipientMode = Literal["hash", "plain"]
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=``.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+) | {"message", "asctime", "color_message", "taskName"}
+
+
+def hash_address(address: str) -> str:
+    """The form a recipient takes in hashed logs: stable, short, not reversible by eye."""
+    digest = hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()
+    return f"sha256:{digest[:16]}"
+
+
+class _Fields:
+    def __init__(self, recipients: RecipientMode) -> None:
+        self.recipients = recipients
+
+    def extras(self, record: logging.LogRecord) -> dict[str, Any]:
+        out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"}
+        if self.recipients == "hash":
+            plain = out.get("recipient")
+            if isinstance(plain, str):
+                out["recipient"] = hash_address(plain)
+                # An SMTP reply often quotes the address back: hide it there too.
+                for key in ("reply", "error"):
+                    if isinstance(out.get(key), str):
+                        out[key] = out[key].replace(plain, out["recipient"])
+            if isinstance(out.get("recipients"), list):
+                out["recipients"] = [
+                    hash_address(r) if isinstance(r, str) else r for r in out["recipients"]
+                ]
+        return out
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, msg, the record's extras, exc."""
+
+    def __init__(self, recipients: RecipientMode = "hash") -> None:
+        super().__init__()
+        self._fields = _Fields(recipients)
+
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(self._fields.extras(record))
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logs.redact(self.formatException(record.exc_info))
+        if record.exc_text:
+            doc["exc"] = record.exc_text
+        if record.stack_info:
+            doc["stack"] = record.stack_info
+        return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
+
+
+class TextFormatter(logging.Formatter):
+    """The classic line, followed by the record's extras as key=value."""
+
+    def __init__(self, recipients: RecipientMode = "hash") -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+        self._fields = _Fields(recipients)
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extras = self._fields.extras(record)
+        if not extras:
+            return line
+        pairs = " ".join(f"{k}={_text(v)}" for k, v in extras.items())
+        head, _, tail = line.partition("\n")
+        return f"{head} {pairs}" + (f"\n{tail}" if tail else "")
+
+
+def _text(value: Any) -> str:
+    s = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return json.dumps(s, ensure_ascii=False) if (" " in s or not s) else s
+
+
+def formatter_for(fmt: str, recipients: RecipientMode) -> logging.Formatter:
+    return JsonFormatter(recipients) if fmt == "json" else TextFormatter(recipients)
+
+
+def configure(settings: Settings) -> None:
+    """Set up logging for an entry point: levels and redaction, then the chosen format."""
+    logs.setup(settings.log_level)
+    formatter = formatter_for(settings.log_format, settings.log_recipients)
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(formatter)
