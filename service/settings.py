@@ -228,6 +228,12 @@ class Settings(BaseSettings):
             "RATE,BURST; 0 turns the limit off."
         ),
     )
+    batch_max: int = Field(
+        default=500,
+        ge=1,
+        le=10_000,
+        description="Most messages in one POST /v1/messages/batch request.",
+    )
     max_json_depth: int = Field(
         default=32,
         ge=2,

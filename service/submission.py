@@ -78,7 +78,9 @@ def record(
     scheduled = send_at is not None and send_at > now
     status = Status.SCHEDULED if scheduled else Status.QUEUED
     due = send_at if scheduled and send_at is not None else now
-    deadline = policy.deadline(now, expires_at)
+    # The queue lifetime starts when the message becomes due, so a send scheduled further
+    # out than the lifetime is still tried; expires_at bounds it either way.
+    deadline = policy.deadline(due, expires_at)
 
     message = {
         "id": msg_id,

@@ -13,7 +13,17 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors
 from service.api.limits import BodyLimit, limits_from
-from service.api.routes import health, keys, messages, webhooks
+from service.api.routes import (
+    batch,
+    events,
+    health,
+    keys,
+    messages,
+    sending,
+    suppressions,
+    templates,
+    webhooks,
+)
 from service.api.runtime import Runtime
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
@@ -100,6 +110,11 @@ def create_app(
     errors.install(app)
     app.include_router(health.router)
     app.include_router(messages.router)
+    app.include_router(batch.router)
+    app.include_router(sending.router)
+    app.include_router(templates.router)
+    app.include_router(suppressions.router)
+    app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(keys.router)
     webhooks.document_events(app)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 Priority = Literal["high", "normal", "low"]
 PRIORITY_VALUE = {"high": 0, "normal": 1, "low": 2}
@@ -45,7 +45,9 @@ class SendRequest(BaseModel):
         default_factory=list, max_length=1000, description="Never shown in headers."
     )
     reply_to: list[str] | str = Field(default_factory=list)
-    subject: str = Field(max_length=998)
+    subject: str | None = Field(
+        default=None, max_length=998, description="Required unless a template supplies it."
+    )
     text: str | None = Field(default=None, description="Plain-text body.")
     html: str | None = Field(default=None, description="HTML body.")
     headers: dict[str, str] = Field(
@@ -55,6 +57,33 @@ class SendRequest(BaseModel):
     tags: list[str] = Field(default_factory=list, max_length=100)
     metadata: dict[str, str] = Field(
         default_factory=dict, description="Your own key/value pairs, echoed in events."
+    )
+    send_at: AwareDatetime | None = Field(
+        default=None,
+        description="RFC 3339 with offset; not delivered before this moment (status scheduled).",
+    )
+    expires_at: AwareDatetime | None = Field(
+        default=None,
+        description=(
+            "RFC 3339 with offset; never delivered after this moment: a recipient still "
+            "waiting then ends failed (reason expired) with a message.failed event."
+        ),
+    )
+    priority: Priority = Field(
+        default="normal",
+        description="Delivery lane: high mail is claimed before any waiting normal or low mail.",
+    )
+    template: str | None = Field(
+        default=None,
+        max_length=100,
+        description=(
+            "A stored template (tpl_… id or name) that supplies subject, text and html; "
+            "do not send those fields with it."
+        ),
+    )
+    variables: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Values for the template's variables; a missing one is a 422.",
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from service.db.engine import Database
+from service.db.suppressions import suppress_hard_bounces
 from service.db.tables import attempts, events, messages, recipients
 from service.domain.status import Status
 from service.webhooks.outbox import fan_out
@@ -309,6 +310,7 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
                 ],
             )
         await _write_events(conn, db, live, now)
+        await suppress_hard_bounces(conn, db.is_sqlite, live, now)
     return [s.recipient_id for s in live]
 
 

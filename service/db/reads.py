@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import cast, exists, func, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB
 
 from service.db.engine import Database
 from service.db.tables import attempts, events, messages, recipients
@@ -111,9 +112,15 @@ async def list_messages(
     recipient: str | None = None,
     created_after: float | None = None,
     created_before: float | None = None,
+    tag: str | None = None,
+    meta: dict[str, str] | None = None,
 ) -> list[tuple[dict[str, Any], str, list[dict[str, Any]]]]:
     """Newest first; ``before`` is the id of the last item of the previous page."""
     q = select(*_SUMMARY_COLUMNS).where(messages.c.tenant_id == tenant_id)
+    if tag:
+        q = q.where(_has_tag(db, tag))
+    for k, v in (meta or {}).items():
+        q = q.where(messages.c.metadata[k].as_string() == v)
     if before:
         q = q.where(messages.c.id < before)
     if created_after is not None:
@@ -142,3 +149,14 @@ async def list_messages(
             for r in (await conn.execute(rq)).all():
                 rc[r.message_id].append({"id": r.id, "email": r.email, "status": r.status})
     return [(r, summarise(x["status"] for x in rc[r["id"]]), rc[r["id"]]) for r in rows]
+
+
+def _has_tag(db: Database, tag: str) -> Any:
+    """Tags are a JSON array; each database tests membership its own way."""
+    if db.is_sqlite:
+        return exists(
+            select(literal(1))
+            .select_from(func.json_each(messages.c.tags).table_valued("value"))
+            .where(text("value = :tag").bindparams(tag=tag))
+        )
+    return cast(messages.c.tags, JSONB).contains([tag])

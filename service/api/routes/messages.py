@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
+from pydantic import AwareDatetime
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
-from service import idempotency
+from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
@@ -25,10 +26,10 @@ from service.api.schemas import (
     SendRequest,
     rfc3339,
 )
+from service.api.search import metadata_filters
 from service.db import reads
 from service.domain import envelope
 from service.domain.ids import is_id
-from service.submission import prepare
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -51,7 +52,7 @@ def draft_from(body: SendRequest, limits: envelope.Limits) -> envelope.Draft:
         cc=body.cc,
         bcc=body.bcc,
         reply_to=reply_to,
-        subject=body.subject,
+        subject=body.subject or "",
         text=body.text,
         html=body.html,
         headers=body.headers,
@@ -107,13 +108,8 @@ async def send_message(
     async with guard.idempotency.claim(principal.tenant_id, key, fp) as claim:
         if claim.replay is not None:
             return _replayed(claim.replay)
-        draft = draft_from(body, rt.limits)
-        rows, accepted = prepare(
-            draft,
-            tenant_id=principal.tenant_id,
-            now=claim.now,
-            policy=rt.policy,
-            message_id_domain=rt.settings.message_id_domain,
+        rows, accepted = await sending.accept_one(
+            rt, body, tenant_id=principal.tenant_id, now=claim.now
         )
         content = SendAccepted(
             id=accepted.id,
@@ -252,15 +248,24 @@ async def get_raw(
     response_model=MessageList,
     response_model_by_alias=True,
     summary="Messages, newest first, with cursor pagination and filters",
+    description=(
+        "Filters combine with AND: `status`, `recipient`, `tag`, `created_after`, "
+        "`created_before`, and metadata as `metadata[key]=value` or `meta.key=value`."
+    ),
 )
 async def list_messages(
+    request: Request,
     cursor: str | None = Query(default=None, description="next_cursor of the previous page"),
     limit: int = Query(default=50, ge=1, le=200),
     status: str | None = Query(default=None, description="Messages with a recipient in this state"),
     recipient: str | None = Query(default=None, description="Messages sent to this address"),
+    tag: str | None = Query(default=None, description="Messages carrying this tag"),
+    created_after: AwareDatetime | None = Query(default=None, description="RFC 3339, inclusive"),
+    created_before: AwareDatetime | None = Query(default=None, description="RFC 3339, exclusive"),
     principal: Principal = Depends(require("messages:read")),
     rt: Runtime = Depends(runtime),
 ) -> MessageList:
+    """Metadata filters: ``metadata[key]=value`` or ``meta.key=value`` (repeatable keys AND)."""
     if cursor is not None and not is_id(cursor, "msg"):
         raise ApiError(400, "bad-cursor", "Invalid cursor", "Use next_cursor from a previous page.")
     rows = await reads.list_messages(
@@ -269,7 +274,11 @@ async def list_messages(
         limit=limit,
         before=cursor,
         status=status,
-        recipient=recipient,
+        recipient=recipient.lower() if recipient else None,
+        created_after=created_after.timestamp() if created_after else None,
+        created_before=created_before.timestamp() if created_before else None,
+        tag=tag,
+        meta=metadata_filters(request.query_params.multi_items()),
     )
     data = [
         MessageSummary(
