@@ -70,7 +70,7 @@ class TestQueued(BaseModel):
     webhook_id: str
 
 
-class AttemptOut(BaseModel):
+class WebhookAttemptOut(BaseModel):
     number: int
     at: str | None
     status_code: int | None
@@ -79,7 +79,7 @@ class AttemptOut(BaseModel):
     response: str | None = Field(description="The first 1000 characters of the response body.")
 
 
-class DeliveryOut(BaseModel):
+class WebhookDeliveryOut(BaseModel):
     id: str
     event_id: int | None
     event_type: str
@@ -91,11 +91,11 @@ class DeliveryOut(BaseModel):
     last_error: str | None
     last_latency_ms: float | None
     created_at: str | None
-    attempt_log: list[AttemptOut]
+    attempt_log: list[WebhookAttemptOut]
 
 
-class DeliveryList(BaseModel):
-    data: list[DeliveryOut]
+class WebhookDeliveryList(BaseModel):
+    data: list[WebhookDeliveryOut]
     next_cursor: str | None
 
 

@@ -17,15 +17,15 @@ from service.domain.ids import is_id
 from service.webhooks import endpoints as store
 from service.webhooks.events import EVENT_TYPES, unknown_types
 from service.webhooks.schemas import (
-    AttemptOut,
-    DeliveryList,
-    DeliveryOut,
     ReplayQueued,
     ReplayRequest,
     SecretRotated,
     TestQueued,
+    WebhookAttemptOut,
     WebhookCreate,
     WebhookCreated,
+    WebhookDeliveryList,
+    WebhookDeliveryOut,
     WebhookEvent,
     WebhookList,
     WebhookOut,
@@ -238,7 +238,7 @@ async def test_webhook(
 
 @router.get(
     "/{endpoint_id}/deliveries",
-    response_model=DeliveryList,
+    response_model=WebhookDeliveryList,
     summary="Deliveries to this endpoint, newest first, with every attempt",
     responses=_NOT_FOUND,
 )
@@ -248,18 +248,18 @@ async def list_deliveries(
     limit: int = Query(default=50, ge=1, le=200),
     principal: Principal = Depends(require(_SCOPE)),
     rt: Runtime = Depends(runtime),
-) -> DeliveryList:
+) -> WebhookDeliveryList:
     await _endpoint(rt, principal, endpoint_id)
     if cursor is not None and not is_id(cursor, "whd"):
         raise ApiError(400, "bad-cursor", "Invalid cursor", "Use next_cursor from a previous page.")
     rows = await store.deliveries(rt.db, endpoint_id=endpoint_id, limit=limit, before=cursor)
     data = [_delivery(r) for r in rows]
-    return DeliveryList(data=data, next_cursor=data[-1].id if len(data) == limit else None)
+    return WebhookDeliveryList(data=data, next_cursor=data[-1].id if len(data) == limit else None)
 
 
-def _delivery(r: dict[str, Any]) -> DeliveryOut:
+def _delivery(r: dict[str, Any]) -> WebhookDeliveryOut:
     latency = r["last_latency"]
-    return DeliveryOut(
+    return WebhookDeliveryOut(
         id=r["id"],
         event_id=r["event_id"],
         event_type=r["event_type"],
@@ -272,7 +272,7 @@ def _delivery(r: dict[str, Any]) -> DeliveryOut:
         last_latency_ms=None if latency is None else round(latency * 1000, 3),
         created_at=rfc3339(r["created_at"]),
         attempt_log=[
-            AttemptOut(
+            WebhookAttemptOut(
                 number=a["number"],
                 at=rfc3339(a["at"]),
                 status_code=a["status_code"],
