@@ -77,6 +77,33 @@ def redact_record(record: logging.LogRecord) -> logging.LogRecord:
     return record
 
 
+# Attributes every record has; anything else was attached with ``extra=``.
+_STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class RedactExtras(logging.Filter):
+    """Redacts ``extra=`` attributes, which are set after the record factory has run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, value in list(vars(record).items()):
+            if name in _STANDARD or isinstance(value, int | float | bool) or value is None:
+                continue
+            if isinstance(value, str):
+                cleaned = redact(value)
+            else:
+                shown = repr(value)
+                cleaned = redact(shown)
+                if cleaned == shown:
+                    continue
+            if cleaned != value:
+                setattr(record, name, cleaned)
+        return True
+
+
 _installed = False
 
 
@@ -100,6 +127,9 @@ def setup(level: str = "INFO") -> None:
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, RedactExtras) for f in handler.filters):
+            handler.addFilter(RedactExtras())
     # Protocol-level debug logs could carry AUTH lines; keep them quiet.
     logging.getLogger("aiosmtplib").setLevel(logging.WARNING)
     logging.getLogger("mail.log").setLevel(logging.WARNING)

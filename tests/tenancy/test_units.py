@@ -133,3 +133,15 @@ def test_redact_record_covers_args_and_exception_text() -> None:
     formatted = logging.Formatter().format(record)
     assert KEY not in formatted and "CanaryPassw0rd" not in formatted
     assert "got kirim_[redacted] and 7" in formatted
+
+
+def test_redact_extras_filter() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "attempt", None, None)
+    record.error = f"535 for smtp://u:CanaryPassw0rd@h with {KEY}"
+    record.reply = ["Bearer " + KEY]
+    record.code = 535
+    from service.logs import RedactExtras
+
+    assert RedactExtras().filter(record)
+    assert "CanaryPassw0rd" not in record.error and KEY not in record.error
+    assert KEY not in str(record.reply) and record.code == 535
