@@ -51,6 +51,8 @@ def parse_address(raw: str) -> Address:
         raise ValueError("the local part is longer than 64 octets")
     if len(domain.encode()) > 255 or len(email.encode()) > 254:
         raise ValueError("the address is too long")
+    # Runs of whitespace in a display name collapse to one space, as mail readers show it.
+    name = " ".join(name.split())
     return Address(email=email, name=name or None, smtputf8=ascii_email is None)
 
 
