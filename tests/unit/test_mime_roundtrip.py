@@ -33,6 +33,10 @@ def _rand_body(rng: random.Random) -> str:
     return "\n".join(lines)
 
 
+def _safe_name(text: str) -> str:
+    return "".join(c for c in text if c not in '/\\"')
+
+
 @pytest.mark.parametrize("seed", range(60))
 def test_round_trip(seed: int) -> None:
     rng = random.Random(seed)
@@ -46,7 +50,7 @@ def test_round_trip(seed: int) -> None:
     ]
     atts = [
         AttachmentIn(
-            f"f{i} {_rand_text(rng, 5).replace('/', '').replace(chr(92), '').replace(chr(34), '')}.bin",
+            f"f{i} {_safe_name(_rand_text(rng, 5))}.bin",
             base64.b64encode(b).decode(),
             "application/octet-stream",
             f"cid{i}" if rng.random() < 0.3 else None,
