@@ -101,10 +101,11 @@ def serve(
     smtp_url: str,
     log_dir: Path,
     *args: str,
+    extra_env: dict[str, str] | None = None,
     **settings: Any,
 ) -> Iterator[tuple[KirimProcess, Api]]:
     """`kirim serve` (API and workers unless ``--no-workers``) and a client for it."""
-    env = env_for(database_url, smtp_url, **settings)
+    env = {**env_for(database_url, smtp_url, **settings), **(extra_env or {})}
     key = new_key(database_url)
     proc = KirimProcess(env, "serve", *args, log=log_dir / "serve.log").start()
     api = Api(proc.base_url, key)
