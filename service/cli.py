@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service import logs
+from service.admin import cli as admin_cli
+from service.observability import logging as log_format
 from service.settings import Settings, load_settings
 
 log = logging.getLogger("kirim")
@@ -83,6 +85,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     config.set_defaults(func=cmd_config)
 
+    admin_cli.add_parser(sub)
+
     openapi = sub.add_parser("openapi", help="Write openapi/openapi.json from the code.")
     openapi.add_argument("--output", default=str(OPENAPI_PATH), help="'-' for stdout.")
     openapi.set_defaults(func=cmd_openapi)
@@ -104,7 +108,7 @@ def _sqlite_path(settings: Settings) -> None:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     settings = load_settings()
-    logs.setup(settings.log_level)
+    log_format.configure(settings)
     _sqlite_path(settings)
     _migrate(settings)
     log.info("database is at the latest schema")
@@ -128,20 +132,21 @@ def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None
         http="httptools",
         log_level=settings.log_level.lower(),
         access_log=False,
+        log_config=None,  # uvicorn's lines go through our handler, in our format
         timeout_graceful_shutdown=30,
     )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
-    logs.setup(settings.log_level)
+    log_format.configure(settings)
     _run_api(settings, args.host, args.port, workers=not args.no_workers)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
-    logs.setup(settings.log_level)
+    log_format.configure(settings)
     if settings.is_sqlite:
         _sqlite_path(settings)
         _migrate(settings)
@@ -155,9 +160,13 @@ async def _worker_main(settings: Settings) -> None:
     from service.db.engine import Database
     from service.db.notify import QueueSignals
     from service.delivery.factory import build_worker, smtp_transport
+    from service.observability import operations
     from service.webhooks.dispatcher import Dispatcher, options_from
 
     db = Database.from_settings(settings)
+    ops = operations.start(settings, db, jobs=True)
+    if settings.metrics_port:
+        operations.serve_metrics(settings.metrics_port)
     transport = smtp_transport(settings)
     worker = build_worker(settings, db, transport)
     dispatcher = Dispatcher(db, options_from(settings))
@@ -173,6 +182,7 @@ async def _worker_main(settings: Settings) -> None:
     finally:
         await signals.aclose()
         await transport.aclose()
+        await ops.aclose()
         await db.dispose()
         log.info("worker %s stopped", worker.name)
 
@@ -321,9 +331,10 @@ def cmd_dev(args: argparse.Namespace) -> int:
     os.environ.setdefault("KIRIM_DATABASE_URL", f"sqlite:///{data / 'kirim.db'}")
     os.environ["KIRIM_SMTP_URL"] = f"smtp://127.0.0.1:{args.smtp_port}?tls=none"
     os.environ.setdefault("KIRIM_RETRY_MIN_DELAY", "10")
+    os.environ.setdefault("KIRIM_LOG_FORMAT", "text")
     os.environ.setdefault("KIRIM_RETRY_MAX_DELAY", "60")
     settings = load_settings()
-    logs.setup(settings.log_level)
+    log_format.configure(settings)
     _migrate(settings)
     capture = start_capture(data / "maildir", port=args.smtp_port)
     key = _create_key(

@@ -247,6 +247,56 @@ class Settings(BaseSettings):
         default=50, ge=0, le=1000, description="Most custom headers in one message."
     )
 
+    log_format: Literal["json", "text"] = Field(
+        default="json",
+        description="Log lines as JSON objects (default) or text (the default of kirim dev).",
+    )
+    log_recipients: Literal["hash", "plain"] = Field(
+        default="hash",
+        description=(
+            "Recipient addresses in logs: a short SHA-256 (find one with kirim admin hash) "
+            "or the plain address."
+        ),
+    )
+    metrics_port: int = Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="kirim worker: serve /metrics on this port (0 off; the API serves /metrics).",
+    )
+    retain_bodies: float = Field(
+        default=7 * 24 * 3600.0,
+        ge=0,
+        description=(
+            "Clear message bodies this long after acceptance, once delivery ended (s; 0 keeps)."
+        ),
+    )
+    retain_attempts: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description=(
+            "Delete SMTP attempt records of finished messages after this long (s; 0 keeps)."
+        ),
+    )
+    retain_events: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description="Delete events of finished messages after this long (s; 0 keeps).",
+    )
+    retain_webhook_deliveries: float = Field(
+        default=30 * 24 * 3600.0,
+        ge=0,
+        description=(
+            "Delete finished webhook deliveries and their attempts after this long (s; 0 keeps)."
+        ),
+    )
+    retention_interval: float = Field(
+        default=600.0, gt=0, description="How often the worker process runs retention (s)."
+    )
+    retention_batch_size: int = Field(
+        default=500, ge=1, le=100_000, description="Rows changed per retention transaction."
+    )
+
     @field_validator("retry_max_delay")
     @classmethod
     def _max_not_below_min(cls, v: float, info: object) -> float:

@@ -14,11 +14,13 @@ from service import __version__
 from service.api import errors
 from service.api.limits import BodyLimit, limits_from
 from service.api.routes import (
+    admin,
     batch,
     events,
     health,
     keys,
     messages,
+    metrics,
     sending,
     suppressions,
     templates,
@@ -30,6 +32,8 @@ from service.db.engine import Database
 from service.db.notify import QueueSignals
 from service.delivery.factory import build_worker, retry_policy, smtp_transport
 from service.delivery.transport import Transport
+from service.observability import operations
+from service.observability.tracing import TraceContextMiddleware
 from service.settings import Settings
 from service.webhooks.dispatcher import Dispatcher, options_from
 
@@ -56,6 +60,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         db = Database.from_settings(settings)
+        app.state.operations = operations.start(settings, db, jobs=run_workers)
         stop = asyncio.Event()
         worker_task: asyncio.Task[None] | None = None
         worker = None
@@ -99,6 +104,7 @@ def create_app(
             await signals.aclose()
             if carrier is not None and transport is None:
                 await carrier.aclose()
+            await app.state.operations.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -117,8 +123,11 @@ def create_app(
     app.include_router(events.router)
     app.include_router(webhooks.router)
     app.include_router(keys.router)
+    app.include_router(admin.router)
+    app.include_router(metrics.router)
     webhooks.document_events(app)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
     )
+    app.add_middleware(TraceContextMiddleware)
     return app

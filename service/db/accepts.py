@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import Database, DatabaseUnavailable
 from service.db.tables import events, messages, recipients
+from service.observability import record, tracing
 from service.webhooks.outbox import fan_out
 
 log = logging.getLogger(__name__)
@@ -91,16 +92,19 @@ class GroupCommitter:
 
     async def submit(self, item: NewMessage) -> None:
         """Return once ``item`` is durably committed; raise if it was not."""
+        tracing.stamp(item.message)
         if self._task is None:
             await insert_messages(self._db, [item])
             if self._on_commit:
                 self._on_commit()
+            record.accepted(item)
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((item, fut))
         self._wake.set()
         # Shielded: a client that disconnects must not cancel a write other requests share.
         await asyncio.shield(fut)
+        record.accepted(item)
 
     async def _run(self) -> None:
         while True:

@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 
+from service.admin.pauses import unpaused
 from service.db.engine import Database
 from service.db.suppressions import suppress_hard_bounces
 from service.db.tables import attempts, events, messages, recipients
@@ -46,6 +47,7 @@ class MessageBody:
     smtputf8: bool
     tags: list[str]
     metadata: dict[str, Any]
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)
@@ -82,6 +84,7 @@ async def claim(
     due = (
         select(recipients.c.id)
         .where(recipients.c.status.in_(_CLAIMABLE), recipients.c.next_attempt_at <= now)
+        .where(unpaused())
         .order_by(recipients.c.priority, recipients.c.next_attempt_at)
         .limit(limit)
     )
@@ -122,6 +125,7 @@ async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, Mes
         messages.c.smtputf8,
         messages.c.tags,
         messages.c.metadata,
+        messages.c.traceparent,
     ).where(messages.c.id.in_(list(message_ids)))
     async with db.read() as conn:
         rows = (await conn.execute(stmt)).all()
@@ -374,6 +378,8 @@ def event_data(s: Settlement, seq: int) -> dict[str, Any]:
 
 async def next_due(db: Database) -> float | None:
     """When the earliest waiting recipient becomes due, for an idle worker's sleep."""
-    stmt = select(func.min(recipients.c.next_attempt_at)).where(recipients.c.status.in_(_CLAIMABLE))
+    stmt = select(func.min(recipients.c.next_attempt_at)).where(
+        recipients.c.status.in_(_CLAIMABLE), unpaused()
+    )
     async with db.read() as conn:
         return (await conn.execute(stmt)).scalar()

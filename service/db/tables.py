@@ -335,3 +335,19 @@ class DeliveryPause(SQLModel, table=True):
 
 
 delivery_pauses = DeliveryPause.__table__  # type: ignore[attr-defined]
+
+# Retention finds old rows through these; rows leave them as they are pruned.
+Index(
+    "ix_messages_body_created_at",
+    messages.c.created_at,
+    sqlite_where=text("mime IS NOT NULL"),
+    postgresql_where=text("mime IS NOT NULL"),
+)
+Index("ix_attempts_started_at", attempts.c.started_at)
+Index("ix_events_created_at", events.c.created_at)
+Index(
+    "ix_webhook_deliveries_finished",
+    webhook_deliveries.c.updated_at,
+    sqlite_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
+    postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
+)

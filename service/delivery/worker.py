@@ -32,6 +32,7 @@ from service.delivery.transport import (
     Transport,
 )
 from service.domain.retry import RetryPolicy
+from service.observability import record
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +199,7 @@ class Worker:
             if live:
                 settlements += await self._attempt(token, body, live)
         await self._settler.submit(settlements)
+        record.settled(settlements, body)
         for s in settlements:
             self._inflight.get(token, set()).discard(s.recipient_id)
             if s.status == "sent":
@@ -366,6 +368,7 @@ class Worker:
             except Exception as exc:
                 log.warning("reaper failed: %s", exc)
                 continue
+            record.lease_reaps(n)
             if n:
                 log.warning("returned %d recipients with expired leases to the queue", n)
                 self._wake.set()

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import event
 
 from service.db.engine import Database, DatabaseUnavailable
+from service.observability import record, tracing
 from service.settings import Settings
 from service.webhooks import delivery_queue as dq
 from service.webhooks.events import body_bytes, envelope
@@ -233,6 +234,7 @@ class Dispatcher:
                 self.clock(),
                 PostOutcome(None, 0.0, error=f"internal error: {type(exc).__name__}"),
             )
+        record.webhook_attempt(result, item.event_type, ev.data if ev else None)
         self._pending.append(result)
         self._settle_wake.set()
 
@@ -272,6 +274,7 @@ class Dispatcher:
         else:
             signing = current_secrets(endpoint.secrets, started)
             hdrs = headers(signing, item.webhook_id, int(started), body)
+            hdrs = await tracing.webhook_headers(self.db, hdrs, ev.data if ev else None)
             outcome = await post_event(self.client, checked, hdrs, body)
         return self._retry_result(token, item, started, outcome)
 
