@@ -79,6 +79,8 @@ def plan(body: SendRequest, ctx: Context, loc: Loc = ()) -> Planned:
             if getattr(body, name) is not None:
                 errors.append(FieldError((*loc, name), "the template supplies this field"))
         tpl = ctx.templates.get(body.template)
+        if tpl is None or errors:
+            text = ""  # the body's problem is already named; still check the rest
         if tpl is None:
             errors.append(FieldError((*loc, "template"), "no such template"))
         elif not errors:
@@ -88,6 +90,7 @@ def plan(body: SendRequest, ctx: Context, loc: Loc = ()) -> Planned:
                 )
             except InvalidRequest as exc:
                 errors.extend(exc.errors)
+                text = ""  # the body's problem is already named; still check the rest
             else:
                 subject, text, html = out.subject, out.text, out.html
     else:

@@ -120,6 +120,7 @@ def record(
                 "deadline": deadline,
                 "lease_lost": False,
                 "possible_duplicate": False,
+                "reason": None,
             }
         )
         event_rows.append(

@@ -25,7 +25,9 @@ async def test_batch_500_with_three_invalid(database_url: str) -> None:
     items[499]["expires_at"] = "2001-01-01T00:00:00Z"
     with RecordingSmtpServer() as smtp:
         async with live_app(settings_for(database_url, smtp.url)) as app:
-            r = await app.client.post("/v1/messages/batch", json={"messages": items, "atomic": True})
+            r = await app.client.post(
+                "/v1/messages/batch", json={"messages": items, "atomic": True}
+            )
             assert r.status_code == 422
             assert {e["loc"][1] for e in r.json()["errors"]} == {7, 250, 499}
             listed = await app.client.get("/v1/messages")
@@ -137,14 +139,12 @@ async def test_high_priority_overtakes_5000_low(database_url: str) -> None:
     with RecordingSmtpServer() as smtp:
         # A worker's claimed-but-unsent recipients are ahead of any later claim, so the
         # bound on the overtaking delay is worker_batch_size / delivery rate.
-        settings = settings_for(database_url, smtp.url, worker_batch_size=32)
+        settings = settings_for(database_url, smtp.url, worker_batch_size=16)
         # Accept everything first, then deliver: the backlog is in place when the
         # high-priority message arrives.
         async with live_app(settings, run_workers=False) as app:
             for chunk in range(10):
-                items = [
-                    msg(f"low{chunk}-{i}@example.com", priority="low") for i in range(500)
-                ]
+                items = [msg(f"low{chunk}-{i}@example.com", priority="low") for i in range(500)]
                 r = await app.client.post("/v1/messages/batch", json={"messages": items})
                 assert r.status_code == 202
         async with live_app(settings) as app:

@@ -17,7 +17,10 @@ def _norm(data: bytes) -> bytes:
 
 
 def test_kept_as_given_when_complete() -> None:
-    data = b"From: a@example.com\r\nDate: Fri, 2 Jan 2026 00:00:00 +0000\r\nMessage-ID: <m@a>\r\n\r\nhi\r\n"
+    data = (
+        b"From: a@example.com\r\nDate: Fri, 2 Jan 2026 00:00:00 +0000\r\n"
+        b"Message-ID: <m@a>\r\n\r\nhi\r\n"
+    )
     out = normalise(data, message_id="<x@k>", date=NOW, max_bytes=10_000)
     assert out.mime == data and out.message_id == "<m@a>"
 
