@@ -1,0 +1,96 @@
+"""C4: a worker whose heartbeat stops loses its lease; its late result changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from service.db.engine import Database
+from service.delivery.smtp import SmtpTransport
+from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts
+from service.delivery.transport import Outcome
+from service.delivery.worker import Worker, WorkerOptions
+from service.domain.retry import RetryPolicy
+from tests.reliability.invariants import check, snapshot_async
+from tests.reliability.seed import _seed
+from tests.support.smtp_script import Delivery, Script, ScriptedSmtpServer, Stall
+
+
+async def wait_for(predicate: Callable[[], Awaitable[bool]], within: float) -> None:
+    deadline = time.monotonic() + within
+    while not await predicate():
+        assert time.monotonic() < deadline, f"not within {within}s"
+        await asyncio.sleep(0.02)
+
+
+TIMEOUTS = SmtpTimeouts(
+    connect=2, greeting=2, command=2, mail=2, rcpt=2, data=2, data_block=2, final_dot=5
+)
+POLICY = RetryPolicy(min_delay=0.1, max_delay=0.2, lifetime=60)
+
+
+async def test_c4_stale_settle_is_fenced_off(
+    database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="service.delivery.worker")
+    dots = itertools.count(1)
+
+    def dot(_d: Delivery) -> str | Stall:
+        # The first worker's session hangs at the final dot until after it lost the lease.
+        return Stall(2.0, "250 2.0.0 late but fine") if next(dots) == 1 else "250 2.0.0 Ok"
+
+    await _seed(database_url, ["c4@example.com"], 1)
+    async with ScriptedSmtpServer(Script(dot=dot)) as server:
+        target = SmtpTarget.parse(server.url())
+        db = Database(database_url)
+        slow = SmtpTransport(target, TIMEOUTS, pool_size=1)
+        fast = SmtpTransport(target, TIMEOUTS, pool_size=1)
+        stale = Worker(
+            db,
+            slow,
+            policy=POLICY,
+            # No heartbeat: the lease runs out while the session is still in progress.
+            options=WorkerOptions(
+                lease_seconds=0.5, heartbeat_interval=3600, batch_size=1, poll_interval=0.05
+            ),
+            name="stale",
+        )
+        current = Worker(
+            db, fast, policy=POLICY, options=WorkerOptions(lease_seconds=10), name="current"
+        )
+        stop_stale, stop_current = asyncio.Event(), asyncio.Event()
+        tasks = [asyncio.create_task(stale.run(stop_stale))]
+        try:
+
+            async def at_dot() -> bool:
+                return any(c.saw("DATA") for c in server.connections)
+
+            await wait_for(at_dot, within=10)
+            tasks.append(asyncio.create_task(current.run(stop_current)))
+
+            async def both_delivered() -> bool:
+                return len(server.messages) == 2 and stale.inflight == 0
+
+            await wait_for(both_delivered, within=15)
+        finally:
+            stop_stale.set()
+            stop_current.set()
+            await asyncio.wait_for(asyncio.gather(*tasks), 15)
+            await slow.aclose()
+            await fast.aclose()
+            await db.dispose()
+
+    snap = await snapshot_async(database_url)
+    row = snap.recipient("c4@example.com")
+    assert row["status"] == "sent" and row["possible_duplicate"]
+    # Only the current owner's attempt was recorded; the stale one was dropped whole.
+    (attempt,) = snap.attempts_of("c4@example.com")
+    assert attempt["outcome"] == Outcome.ACCEPTED.value and attempt["possible_duplicate"]
+    assert snap.events_of("c4@example.com") == ["message.queued", "message.sent"]
+    assert "lease was lost" in caplog.text
+    check(snap, server.messages, allow_duplicates={"c4@example.com"})
