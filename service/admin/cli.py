@@ -131,6 +131,7 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
 def cmd_pause(args: argparse.Namespace) -> int:
     kind, value = _target(args)
     try:
+        value = pauses.normalise(kind, value)
         created = _run(
             _settings(),
             lambda db: pauses.pause(db, kind, value, reason=args.reason, now=time.time()),
