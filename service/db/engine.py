@@ -72,9 +72,14 @@ class Database:
             self.writer = create_async_engine(
                 driver_url, pool_size=1, max_overflow=0, pool_timeout=60
             )
-            self.reader = create_async_engine(driver_url, pool_size=4, max_overflow=4)
+            # Reads run inline on the event loop (see service.db.sqlite_inline): WAL readers
+            # never wait for the writer, and a thread hand-off would cost more than the read.
+            import service.db.sqlite_inline  # noqa: F401  (registers the dialect)
+
+            inline_url = driver_url.replace("sqlite+aiosqlite:", "sqlite+kirim_inline:", 1)
+            self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8)
             _sqlite_setup(self.writer, immediate=True, busy_ms=self.options.busy_timeout_ms)
-            _sqlite_setup(self.reader, immediate=False, busy_ms=self.options.busy_timeout_ms)
+            _sqlite_setup(self.reader, immediate=False, busy_ms=_READ_BUSY_MS, set_wal=False)
         else:
             timeout = str(self.options.statement_timeout_ms)
             connect_s = self.options.connect_timeout_ms / 1000
@@ -148,7 +153,14 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
-def _sqlite_setup(engine: AsyncEngine, *, immediate: bool, busy_ms: int) -> None:
+# A reader blocks the event loop while it waits, so it waits briefly: in WAL mode only a
+# checkpoint-restart or recovery can make it wait at all.
+_READ_BUSY_MS = 200
+
+
+def _sqlite_setup(
+    engine: AsyncEngine, *, immediate: bool, busy_ms: int, set_wal: bool = True
+) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook, not the driver, decide when transactions start.
@@ -156,7 +168,8 @@ def _sqlite_setup(engine: AsyncEngine, *, immediate: bool, busy_ms: int) -> None
         cur = dbapi_conn.cursor()
         # The busy timeout first: switching to WAL needs a lock another process may hold.
         cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
-        cur.execute("PRAGMA journal_mode=WAL")
+        if set_wal:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()

@@ -34,10 +34,10 @@ class Claimed:
     attempts: int  # attempts before this one
     deadline: float
     lease_lost: bool
-
-
     # An earlier attempt may already have delivered it (lost after the final dot).
     possible_duplicate: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class MessageBody:
     id: str
@@ -108,11 +108,11 @@ async def claim(
             recipients.c.attempts,
             recipients.c.deadline,
             recipients.c.lease_lost,
+            recipients.c.possible_duplicate,
         )
     )
     async with db.write() as conn:
         rows = (await conn.execute(stmt)).all()
-            recipients.c.possible_duplicate,
     return [Claimed(*row) for row in rows]
 
 
