@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.support.ports import free_port
+
 MAIL_USER = "nobody"  # Dovecot refuses root for mail access; any unprivileged uid will do
 
 
@@ -33,12 +35,6 @@ def require_binary(name: str) -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, proc: subprocess.Popen[bytes] | None, deadline: float = 15.0) -> None:

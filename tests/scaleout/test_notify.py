@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import asyncpg
 import pytest
@@ -91,6 +91,13 @@ async def test_listener_reconnects_after_its_session_is_killed(pg_url: str) -> N
     assert task.done() and task.exception() is None
 
 
+async def _until(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + within
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
 async def test_notifier_coalesces_bursts_and_follows_each_commit(pg_url: str) -> None:
     wakes = Wakes()
     listener = QueueListener(pg_url, wakes)
@@ -108,7 +115,8 @@ async def test_notifier_coalesces_bursts_and_follows_each_commit(pg_url: str) ->
         before = notifier.sent
         notifier.notify()  # a later commit gets its own notification
         await wakes.next()
-        assert notifier.sent == before + 1
+        # The listener can hear the NOTIFY before the notifier's call returns.
+        await _until(lambda: notifier.sent == before + 1)
     finally:
         await notifier.aclose()
         stop.set()
@@ -137,7 +145,8 @@ async def test_notifier_survives_a_lost_connection(pg_url: str) -> None:
         got, sent = wakes.count, notifier.sent
         notifier.notify()  # its connection is dead too: it must reconnect and deliver
         await wakes.next(10)
-        assert wakes.count > got and notifier.sent == sent + 1
+        assert wakes.count > got
+        await _until(lambda: notifier.sent == sent + 1)
     finally:
         await admin.close()
         await notifier.aclose()
