@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="Run delivery workers only.")
     worker.set_defaults(func=cmd_worker)
 
+    bounce = sub.add_parser(
+        "bounce-server", help="Receive bounce reports over SMTP (the bounce domain's MX)."
+    )
+    bounce.add_argument("--host", default="127.0.0.1")
+    bounce.add_argument("--port", type=int, default=2526)
+    bounce.set_defaults(func=cmd_bounce_server)
+
     dev = sub.add_parser("dev", help="Everything on this machine, with a capture SMTP server.")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=8000)
@@ -157,6 +164,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _worker_main(settings: Settings) -> None:
+    from service.bounces.service import run_poller
     from service.db.engine import Database
     from service.db.notify import QueueSignals
     from service.delivery.factory import build_worker, smtp_transport
@@ -178,13 +186,45 @@ async def _worker_main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker %s started", worker.name)
     try:
-        await asyncio.gather(worker.run(stop), dispatcher.run(stop))
+        await asyncio.gather(worker.run(stop), dispatcher.run(stop), run_poller(settings, db, stop))
     finally:
         await signals.aclose()
         await transport.aclose()
         await ops.aclose()
         await db.dispose()
         log.info("worker %s stopped", worker.name)
+
+
+def cmd_bounce_server(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    log_format.configure(settings)
+    if settings.is_sqlite:
+        _sqlite_path(settings)
+        _migrate(settings)
+    import uvloop
+
+    uvloop.run(_bounce_server_main(settings, args.host, args.port))
+    return 0
+
+
+async def _bounce_server_main(settings: Settings, host: str, port: int) -> None:
+    from service.bounces.service import start_receiver
+    from service.db.engine import Database
+
+    db = Database.from_settings(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    server = await start_receiver(settings, db, host=host, port=port)
+    log.info("bounce receiver listening on %s:%s", host, port)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        await server.wait_closed()
+        await db.dispose()
+        log.info("bounce receiver stopped")
 
 
 def _create_key(

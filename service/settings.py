@@ -296,6 +296,38 @@ class Settings(BaseSettings):
     retention_batch_size: int = Field(
         default=500, ge=1, le=100_000, description="Rows changed per retention transaction."
     )
+    return_path: str = Field(
+        default="",
+        description=(
+            "Bounce address, e.g. bounces@mail.example.com: MAIL FROM becomes a signed"
+            " per-recipient bounces+<token>@… so reports match exactly (empty: the sender)."
+        ),
+    )
+    return_path_secret: SecretStr = Field(
+        default=SecretStr(""),
+        validate_default=True,
+        description=(
+            "HMAC key signing return-path tokens; required with return_path. Several,"
+            " comma-separated, verify; the first signs (rotation)."
+        ),
+    )
+    bounce_mailbox_url: SecretStr = Field(
+        default=SecretStr(""),
+        description=(
+            "Mailbox the worker reads bounce reports from: imaps://user:pass@host[:993]/INBOX,"
+            " imap://…?tls=starttls|none, pop3s://… or pop3://… (empty: off)."
+        ),
+    )
+    bounce_poll_interval: float = Field(
+        default=60.0, gt=0, description="How often the worker polls the bounce mailbox (s)."
+    )
+    bounce_processed_folder: str = Field(
+        default="Processed", description="IMAP folder applied bounce reports are moved to."
+    )
+    bounce_unmatched_folder: str = Field(
+        default="Unmatched",
+        description="IMAP folder for reports that match no message or cannot be parsed.",
+    )
 
     @field_validator("retry_max_delay")
     @classmethod
@@ -328,6 +360,26 @@ class Settings(BaseSettings):
 
         parse_rate(v)
         return v
+
+    @field_validator("return_path_secret")
+    @classmethod
+    def _return_path_needs_secret(cls, v: SecretStr, info: object) -> SecretStr:
+        data = getattr(info, "data", {})
+        base = str(data.get("return_path") or "")
+        if not base:
+            return v
+        from service.bounces.return_path import check_base
+
+        check_base(base)
+        if not [s for s in v.get_secret_value().split(",") if s.strip()]:
+            raise ValueError("return_path_secret is required when return_path is set")
+        return v
+
+    @property
+    def return_path_secrets(self) -> list[bytes]:
+        """Signing key first, then keys still accepted for tokens minted before a rotation."""
+        raw = self.return_path_secret.get_secret_value().split(",")
+        return [s.strip().encode() for s in raw if s.strip()]
 
     @property
     def is_sqlite(self) -> bool:

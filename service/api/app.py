@@ -27,6 +27,7 @@ from service.api.routes import (
     webhooks,
 )
 from service.api.runtime import Runtime
+from service.bounces.service import start_poller
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
 from service.db.notify import QueueSignals
@@ -66,6 +67,7 @@ def create_app(
         worker = None
         dispatcher = None
         hooks_task: asyncio.Task[None] | None = None
+        bounce_task: asyncio.Task[None] | None = None
         carrier = transport
         if run_workers:
             carrier = carrier or smtp_transport(settings)
@@ -89,6 +91,7 @@ def create_app(
             worker_task = asyncio.create_task(worker.run(stop), name="delivery-worker")
             dispatcher = Dispatcher(db, options_from(settings))
             hooks_task = asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher")
+            bounce_task = start_poller(settings, db, stop)
         app.state.dispatcher = dispatcher
         try:
             yield
@@ -100,6 +103,9 @@ def create_app(
             if hooks_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await hooks_task
+            if bounce_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await bounce_task
             await committer.stop()
             await signals.aclose()
             if carrier is not None and transport is None:

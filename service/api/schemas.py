@@ -125,6 +125,11 @@ class RecipientOut(BaseModel):
     sent_at: str | None
     possible_duplicate: bool
     last_reply: dict[str, Any] | None
+    bounce_category: str | None = Field(
+        default=None,
+        description="Why a bounce report said delivery failed: mailbox_unknown, mailbox_full,"
+        " domain_unknown, policy_block, spam_block, message_too_large, complaint, other.",
+    )
 
 
 class EventOut(BaseModel):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import email
 import email.policy
 import quopri
@@ -57,6 +58,7 @@ class BounceReport:
     reporting_mta: str | None = None
     feedback_type: str | None = None
     subject: str | None = None
+    size: int = 0  # bytes of the raw report
 
 
 _ENVELOPE_HEADERS = ("Delivered-To", "X-Original-To", "Envelope-To", "X-Envelope-To", "To")
@@ -251,6 +253,10 @@ def _feedback_fields(part: Message) -> dict[str, str]:
 
 def parse_report(raw: bytes) -> BounceReport:
     """Parse one report message. Never raises on malformed mail."""
+    return dataclasses.replace(_parse(raw), size=len(raw))
+
+
+def _parse(raw: bytes) -> BounceReport:
     message = email.message_from_bytes(raw, policy=email.policy.compat32)
     report_id = _message_id(message.get("Message-ID"))
     subject = _text(message.get("Subject"))

@@ -71,6 +71,11 @@ def _split_base(base: str) -> tuple[str, str]:
     return local.lower(), domain.lower()
 
 
+def check_base(base: str) -> None:
+    """Raise ValueError unless ``base`` can carry tokens (``local@domain``, no '+')."""
+    _split_base(base)
+
+
 def _mac(secret: bytes, base: str, payload: bytes) -> bytes:
     message = _DOMAIN_TAG + base.encode() + b"\x00" + payload
     return hmac.new(secret, message, hashlib.sha256).digest()[:MAC_BYTES]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, Text, text
+from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, String, Text, text
 from sqlmodel import Field, SQLModel
 
 # Alembic and tests share this metadata.
@@ -351,3 +351,27 @@ Index(
     sqlite_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
     postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
 )
+
+
+# Bounce handling (migration 0006). Appended to the Core table so the ORM model above is
+# unchanged; readers that select(recipients) get it like any other column.
+# bounce_category: why a report said the address failed (mailbox_unknown, mailbox_full, …).
+recipients.append_column(Column("bounce_category", String(32), nullable=True))
+Index("ix_messages_message_id_header", messages.c.message_id_header)
+
+
+class BounceReportRow(SQLModel, table=True):
+    """A bounce or complaint report that was applied, keyed by its own Message-ID so a
+    report seen again (crash between commit and mailbox delete) changes nothing twice."""
+
+    __tablename__ = "bounce_reports"
+
+    report_message_id: str = Field(primary_key=True, max_length=255)
+    tenant_id: str | None = Field(default=None, max_length=64)
+    kind: str = Field(max_length=16, description="bounce, delay or complaint.")
+    received_at: float = Field(index=True)
+    recipient_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    raw_size: int
+
+
+bounce_reports = BounceReportRow.__table__  # type: ignore[attr-defined]

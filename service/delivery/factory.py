@@ -59,5 +59,7 @@ def build_worker(settings: Settings, db: Database, transport: Transport) -> Work
             shutdown_grace=settings.shutdown_grace,
             concurrency=settings.smtp_pool_size,
             fault_injection=settings.fault_injection,
+            return_path=settings.return_path,
+            return_path_secret=(settings.return_path_secrets or [b""])[0],
         ),
     )

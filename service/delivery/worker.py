@@ -20,6 +20,7 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from service.bounces.return_path import make_return_path
 from service.db import queue
 from service.db.engine import Database, DatabaseUnavailable
 from service.delivery.decide import decide, expire
@@ -48,6 +49,8 @@ class WorkerOptions:
     concurrency: int = 16  # sessions at once; match the transport's pool size
     heartbeat_interval: float | None = None  # None: a third of the lease
     fault_injection: str = ""  # testing only: see Settings.fault_injection
+    return_path: str = ""  # bounce address: MAIL FROM becomes a signed one per recipient
+    return_path_secret: bytes = b""
 
 
 class Worker:
@@ -196,7 +199,14 @@ class Worker:
                 # A drain may have released these claims while this job waited for a slot.
                 live = [c for c in live if c.id in pending and not self._draining]
                 pending.difference_update(c.id for c in live)
-            if live:
+            if live and self.opt.return_path:
+                # A signed envelope sender per recipient names it in any bounce, at the
+                # cost of one transaction each (MAIL FROM is per transaction).
+                for one in await asyncio.gather(
+                    *(self._attempt(token, body, [c], self._return_path(body, c)) for c in live)
+                ):
+                    settlements += one
+            elif live:
                 settlements += await self._attempt(token, body, live)
         await self._settler.submit(settlements)
         record.settled(settlements, body)
@@ -205,12 +215,19 @@ class Worker:
             if s.status == "sent":
                 self.sent += 1
 
+    def _return_path(self, body: queue.MessageBody, c: queue.Claimed) -> str:
+        return make_return_path(self.opt.return_path, body.id, c.id, self.opt.return_path_secret)
+
     async def _attempt(
-        self, token: str, body: queue.MessageBody, live: list[queue.Claimed]
+        self,
+        token: str,
+        body: queue.MessageBody,
+        live: list[queue.Claimed],
+        mail_from: str | None = None,
     ) -> list[queue.Settlement]:
         """One SMTP delivery of ``body`` to ``live``; a settlement per recipient."""
         job = Outgoing(
-            mail_from=body.sender,
+            mail_from=mail_from or body.sender,
             recipients=[c.email for c in live],
             data=body.mime,
             smtputf8=body.smtputf8,

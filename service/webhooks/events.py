@@ -19,7 +19,12 @@ EVENT_TYPES: dict[str, str] = {
     "message.sent": "The receiving server accepted the message for a recipient (2xx).",
     "message.deferred": "An attempt failed temporarily (4xx, timeout, lost connection); "
     "it will be retried at data.next_attempt_at.",
-    "message.bounced": "The receiving server refused a recipient permanently (5xx).",
+    "message.bounced": "The receiving server refused a recipient permanently (5xx), or a "
+    "bounce report came back later (reason late_bounce, data.bounce_category).",
+    "message.delayed": "A delay notice (DSN, 4.x.x) came back for a recipient; its status "
+    "is unchanged.",
+    "message.complained": "The recipient reported the message as spam (ARF feedback report); "
+    "the address is suppressed.",
     "message.failed": "A recipient could not be delivered before its lifetime or expires_at.",
     "message.suppressed": "A recipient was not sent to because the address is suppressed.",
     "message.cancelled": "A recipient was cancelled before it was sent.",

@@ -220,6 +220,7 @@ def _recipient(r: dict[str, Any]) -> RecipientOut:
         next_attempt_at=rfc3339(r["next_attempt_at"]) if waiting else None,
         sent_at=rfc3339(r["sent_at"]),
         possible_duplicate=r["possible_duplicate"],
+        bounce_category=r.get("bounce_category"),
         last_reply=last,
     )
 

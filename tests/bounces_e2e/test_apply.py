@@ -1,0 +1,151 @@
+"""Reports through parse -> match -> apply against a live Kirim on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from service.bounces import Decision, parse_return_path
+from service.db.engine import Database
+from tests.bounces_e2e.conftest import (
+    RETURN_PATH,
+    SECRET,
+    bounce_settings,
+    events_of,
+    fixture,
+    processor_for,
+    report_rows,
+    retarget,
+    send_and_wait_sent,
+    suppressed,
+)
+from tests.support.app import live_app
+from tests.support.smtpd import RecordingSmtpServer
+
+
+async def test_signed_return_path_per_recipient(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url)
+        async with live_app(settings) as app:
+            view = await send_and_wait_sent(app, ["a@example.org", "b@example.org"])
+    got = smtp.handler.messages()
+    assert len(got) == 2  # one transaction per recipient: the envelope senders differ
+    by_rcpt = {m.rcpt_tos[0]: m.mail_from for m in got}
+    for r in view["recipients"]:
+        ids = parse_return_path(by_rcpt[r["email"]], RETURN_PATH, SECRET.encode())
+        assert ids == (view["id"], r["id"])
+
+
+async def test_without_return_path_the_sender_is_mail_from(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url, return_path="")
+        async with live_app(settings) as app:
+            await send_and_wait_sent(app, ["a@example.org", "b@example.org"])
+    [only] = smtp.handler.messages()
+    assert only.mail_from == "shop@example.com"
+    assert sorted(only.rcpt_tos) == ["a@example.org", "b@example.org"]
+
+
+async def test_delayed_complaint_and_text_bounce(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url)
+        async with live_app(settings) as app:
+            slow = await send_and_wait_sent(app, ["slow@far.example.org"])
+            reader = await send_and_wait_sent(app, ["reader@isp.example.net"])
+            qmail = await send_and_wait_sent(app, ["gone@qmail.example.org"])
+            db = Database(database_url)
+            try:
+                proc = processor_for(settings, db)
+                delayed = retarget(
+                    fixture("dsn_delayed.eml"),
+                    message=slow,
+                    recipient_id=slow["recipients"][0]["id"],
+                )
+                out = await proc.process(delayed)
+                assert out.decision is Decision.DONE
+                view = await app.get(slow["id"])
+                assert view["recipients"][0]["status"] == "sent"  # terminal state kept
+                evs = await events_of(db, slow["id"])
+                assert [e["type"] for e in evs][-1] == "message.delayed"
+                assert evs[-1]["data"]["status"] == "sent"
+                assert [e["seq"] for e in evs] == list(range(1, len(evs) + 1))
+
+                complaint = retarget(
+                    fixture("arf_complaint.eml"),
+                    message=reader,
+                    recipient_id=reader["recipients"][0]["id"],
+                )
+                out = await proc.process(complaint)
+                assert out.decision is Decision.DONE
+                view = await app.get(reader["id"])
+                assert view["recipients"][0]["status"] == "sent"
+                evs = await events_of(db, reader["id"])
+                assert evs[-1]["type"] == "message.complained"
+                assert evs[-1]["data"]["bounce_category"] == "complaint"
+
+                # qmail's text bounce, matched by the original Message-ID alone.
+                text = retarget(
+                    fixture("qmail.eml"), message=qmail, recipient_id=qmail["recipients"][0]["id"]
+                ).replace(b"bounces+", b"someone-else+")
+                out = await proc.process(text)
+                assert out.decision is Decision.DONE, out
+                assert [m.via for m in out.matches] == ["message_id"]
+                view = await app.get(qmail["id"])
+                [r] = view["recipients"]
+                assert (r["status"], r["reason"]) == ("bounced", "late_bounce")
+                assert r["bounce_category"] == "mailbox_unknown"
+                evs = await events_of(db, qmail["id"])
+                assert evs[-1]["type"] == "message.bounced"
+                assert evs[-1]["data"]["bounce_category"] == "mailbox_unknown"
+
+                assert await suppressed(db) == {
+                    "reader@isp.example.net": "complaint",
+                    "gone@qmail.example.org": "bounce",
+                }
+                assert len(await report_rows(db)) == 3
+            finally:
+                await db.dispose()
+
+
+async def test_same_report_twice_changes_nothing_twice(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url)
+        async with live_app(settings) as app:
+            sent = await send_and_wait_sent(app, ["reader@isp.example.net"])
+            db = Database(database_url)
+            try:
+                proc = processor_for(settings, db)
+                raw = retarget(
+                    fixture("arf_complaint.eml"),
+                    message=sent,
+                    recipient_id=sent["recipients"][0]["id"],
+                )
+                await proc.process(raw)
+                before = await events_of(db, sent["id"])
+                out = await proc.process(raw)
+                assert out.decision is Decision.DONE  # applied before: nothing more to do
+                assert await events_of(db, sent["id"]) == before
+                assert len(await report_rows(db)) == 1
+            finally:
+                await db.dispose()
+
+
+async def test_forged_token_and_foreign_report_are_unmatched(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url)
+        async with live_app(settings) as app:
+            sent = await send_and_wait_sent(app, ["missing.person@gmail.example"])
+            db = Database(database_url)
+            try:
+                proc = processor_for(settings, db)
+                rid = sent["recipients"][0]["id"]
+                raw = retarget(fixture("gmail.eml"), message=sent, recipient_id=rid)
+                # Flip one token character: the MAC no longer verifies.
+                head, _, tail = raw.partition(b"bounces+")
+                flipped = bytes([tail[0] ^ 1]) + tail[1:]
+                forged = head + b"bounces+" + flipped.replace(b"bounces+", b"bounces+x")
+                out = await proc.process(forged)
+                assert out.decision is Decision.UNMATCHED
+                view = await app.get(sent["id"])
+                assert view["recipients"][0]["status"] == "sent"
+                assert await suppressed(db) == {}
+                assert await report_rows(db) == []
+            finally:
+                await db.dispose()
