@@ -124,6 +124,11 @@ class BounceProcessor:
             if outcome.decision is Decision.DONE:
                 await mailbox.done(item)
             else:
+                log.warning(
+                    "bounce report %s is %s; set aside",
+                    outcome.report.report_message_id or item.handle,
+                    outcome.decision.value,
+                )
                 await mailbox.set_aside(item)
             outcomes.append(outcome)
         return outcomes

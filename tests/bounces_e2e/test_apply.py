@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from service.bounces import Decision, parse_return_path
+from service.bounces import Decision, ReportKind, parse_report, parse_return_path
 from service.db.engine import Database
+from tests.bounces.servers import Dovecot
 from tests.bounces_e2e.conftest import (
     RETURN_PATH,
     SECRET,
@@ -16,7 +17,7 @@ from tests.bounces_e2e.conftest import (
     send_and_wait_sent,
     suppressed,
 )
-from tests.support.app import live_app
+from tests.support.app import live_app, wait_for
 from tests.support.smtpd import RecordingSmtpServer
 
 
@@ -149,3 +150,81 @@ async def test_forged_token_and_foreign_report_are_unmatched(database_url: str) 
                 assert await report_rows(db) == []
             finally:
                 await db.dispose()
+
+
+REPORT_FIXTURES = [
+    "arf_complaint.eml",
+    "dsn_delayed.eml",
+    "exchange.eml",
+    "exim.eml",
+    "exim_delay.eml",
+    "gmail.eml",
+    "postfix_dsn.eml",
+    "qmail.eml",
+]
+EXPECTED_EVENT = {
+    ReportKind.BOUNCE: "message.bounced",
+    ReportKind.DELAY: "message.delayed",
+    ReportKind.COMPLAINT: "message.complained",
+}
+
+
+async def test_every_report_fixture_matches_and_applies(database_url: str) -> None:
+    """Match rate on the stored reports: each names our recipient and applies once."""
+    matched = 0
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url)
+        async with live_app(settings) as app:
+            db = Database(database_url)
+            try:
+                proc = processor_for(settings, db)
+                for name in REPORT_FIXTURES:
+                    # The API refuses .test addresses; the Postfix fixture's remote uses one.
+                    stored = fixture(name).replace(b"@remote.kirim.test", b"@remote.example.org")
+                    parsed = parse_report(stored)
+                    entry = parsed.recipients[0]
+                    sent = await send_and_wait_sent(app, [r.address for r in parsed.recipients])
+                    rid = next(r["id"] for r in sent["recipients"] if r["email"] == entry.address)
+                    raw = retarget(stored, message=sent, recipient_id=rid)
+                    out = await proc.process(raw)
+                    assert out.decision is Decision.DONE, name
+                    assert [m.recipient_id for m in out.matches] == [rid], name
+                    last = (await events_of(db, sent["id"]))[-1]
+                    assert last["type"] == EXPECTED_EVENT[parsed.kind], name
+                    assert last["recipient_id"] == rid, name
+                    view = await app.get(sent["id"])
+                    state = next(r for r in view["recipients"] if r["id"] == rid)
+                    bounced = parsed.kind is ReportKind.BOUNCE
+                    assert state["status"] == ("bounced" if bounced else "sent"), name
+                    if bounced:
+                        assert state["bounce_category"] == entry.category, name
+                    matched += 1
+            finally:
+                await db.dispose()
+    assert matched == len(REPORT_FIXTURES)
+
+
+async def test_pop3_poller_deletes_applied_and_keeps_unmatched(
+    database_url: str, dovecot: Dovecot
+) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(
+            database_url,
+            smtp.url,
+            bounce_mailbox_url=dovecot.url("pop3", "?tls=none"),
+            bounce_poll_interval=0.2,
+        )
+        async with live_app(settings) as app:
+            sent = await send_and_wait_sent(app, ["missing.person@gmail.example"])
+            rid = sent["recipients"][0]["id"]
+            dovecot.deliver(retarget(fixture("gmail.eml"), message=sent, recipient_id=rid))
+            dovecot.deliver(fixture("autoreply.eml"))
+
+            async def applied_and_deleted() -> bool:
+                view = await app.get(sent["id"])
+                return view["recipients"][0]["status"] == "bounced" and len(dovecot.messages()) == 1
+
+            await wait_for(applied_and_deleted, within=20)
+            # POP3 cannot move: the unmatched report stays on the server, skipped next time.
+            [left] = dovecot.messages()
+            assert parse_report(left).subject == "Out of office"
