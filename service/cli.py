@@ -141,6 +141,9 @@ def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None
         access_log=False,
         log_config=None,  # uvicorn's lines go through our handler, in our format
         timeout_graceful_shutdown=30,
+        # Longer than common proxy idle timeouts (60 s), so the server is never the side
+        # that closes an idle keep-alive connection just as a client reuses it.
+        timeout_keep_alive=75,
     )
 
 

@@ -27,9 +27,15 @@ class Principal:
         return self.key.tenant_id
 
 
-def runtime(request: Request) -> Runtime:
+def runtime_of(request: Request) -> Runtime:
     rt: Runtime = request.app.state.runtime
     return rt
+
+
+# Dependencies are coroutines: FastAPI runs plain functions in a thread pool, and a thread
+# hand-off per request costs more than everything these do.
+async def runtime(request: Request) -> Runtime:
+    return runtime_of(request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +47,13 @@ class Guards:
     limiter: RateLimiter
 
 
-def guards(request: Request) -> Guards:
+async def guards(request: Request) -> Guards:
+    return guards_of(request)
+
+
+def guards_of(request: Request) -> Guards:
     """The app's guards, built on first use from its runtime (and rebuilt if that changes)."""
-    rt = runtime(request)
+    rt = runtime_of(request)
     current: Guards | None = getattr(request.app.state, "guards", None)
     if current is None or current.runtime is not rt:
         current = Guards(
@@ -74,14 +84,14 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
         kind, _, key = header.partition(" ")
         if kind.lower() != "bearer" or not key.strip():
             raise _unauthorised("Send 'Authorization: Bearer <api key>'.")
-        rt = runtime(request)
+        rt = runtime_of(request)
         record = await find_key(rt.db, key.strip())
         now = time.time()
         if record is None or not record.usable(now):
             raise _unauthorised("The API key is unknown, revoked or expired.")
         if scope not in record.scopes:
             raise ApiError(403, "forbidden", "Missing scope", f"This key lacks the {scope} scope.")
-        limiter = guards(request).limiter
+        limiter = guards_of(request).limiter
         if limiter.enabled:
             decision = await limiter.check(key_id=record.id, tenant_id=record.tenant_id)
             if not decision.allowed:

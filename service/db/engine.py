@@ -8,6 +8,9 @@ beside the writer).
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -69,17 +72,20 @@ class Database:
         self.is_sqlite = url.startswith("sqlite")
         driver_url = async_url(url)
         if self.is_sqlite:
-            self.writer = create_async_engine(
-                driver_url, pool_size=1, max_overflow=0, pool_timeout=60
-            )
-            # Reads run inline on the event loop (see service.db.sqlite_inline): WAL readers
-            # never wait for the writer, and a thread hand-off would cost more than the read.
+            # SQLite calls run inline on the event loop (see service.db.sqlite_inline): a
+            # thread hand-off per statement costs more than the statement. One connection
+            # writes (SQLite has one writer anyway); waiting for another process's lock
+            # happens in short slices between which the loop runs (see ``write``).
             import service.db.sqlite_inline  # noqa: F401  (registers the dialect)
 
+            _ensure_wal(url, self.options.busy_timeout_ms)
             inline_url = driver_url.replace("sqlite+aiosqlite:", "sqlite+kirim_inline:", 1)
+            self.writer = create_async_engine(
+                inline_url, pool_size=1, max_overflow=0, pool_timeout=60
+            )
             self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8)
-            _sqlite_setup(self.writer, immediate=True, busy_ms=self.options.busy_timeout_ms)
-            _sqlite_setup(self.reader, immediate=False, busy_ms=_READ_BUSY_MS, set_wal=False)
+            _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS)
+            _sqlite_setup(self.reader, immediate=False, busy_ms=_SLICE_BUSY_MS, set_wal=False)
         else:
             timeout = str(self.options.statement_timeout_ms)
             connect_s = self.options.connect_timeout_ms / 1000
@@ -101,12 +107,48 @@ class Database:
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A writing transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
         try:
-            async with self.writer.begin() as conn:
-                yield conn
+            if self.is_sqlite:
+                conn = await self._begin_sqlite()
+                try:
+                    yield conn
+                    await conn.commit()
+                except BaseException:
+                    await conn.rollback()
+                    raise
+                finally:
+                    await conn.close()
+            else:
+                async with self.writer.begin() as conn:
+                    yield conn
         except (OperationalError, DBAPIError, PoolTimeout, OSError, ConnectionError) as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
             raise
+
+    async def _begin_sqlite(self) -> AsyncConnection:
+        """BEGIN IMMEDIATE, waiting for another process's write lock in short slices.
+
+        Each try blocks the loop for at most ``_SLICE_BUSY_MS``; between tries the loop runs.
+        After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
+        """
+        deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
+        pause = 0.002
+        while True:
+            conn = await self.writer.connect()
+            try:
+                await conn.begin()
+                return conn
+            except OperationalError as exc:
+                await conn.close()
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise DatabaseUnavailable("database is locked") from exc
+            except BaseException:
+                await conn.close()
+                raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -153,9 +195,25 @@ def _is_unavailable(exc: BaseException) -> bool:
     )
 
 
-# A reader blocks the event loop while it waits, so it waits briefly: in WAL mode only a
-# checkpoint-restart or recovery can make it wait at all.
-_READ_BUSY_MS = 200
+# An inline SQLite call blocks the event loop while SQLite waits for a lock, so each call
+# waits only briefly; ``Database._begin_sqlite`` retries writers asynchronously.
+_SLICE_BUSY_MS = 20
+
+
+def _ensure_wal(url: str, busy_ms: int) -> None:
+    """Switch the file to WAL before any reader opens it.
+
+    In the default rollback-journal mode a reader's lock blocks the writer; WAL is a
+    property of the file, so setting it once here covers every later connection.
+    """
+    path = url.split("///", 1)[1] if "///" in url else ""
+    if not path or path.startswith(":memory:"):
+        return
+    conn = sqlite3.connect(path, timeout=busy_ms / 1000)
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    finally:
+        conn.close()
 
 
 def _sqlite_setup(

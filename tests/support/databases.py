@@ -53,6 +53,12 @@ async def truncate_pg(name: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
     conn = await asyncpg.connect(host=PG_HOST, port=PG_PORT, user=PG_USER, database=name)
     try:
+        # A previous test's processes may still hold connections (and row locks) here;
+        # end them, so TRUNCATE cannot deadlock with a straggler.
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
         await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     finally:
         await conn.close()

@@ -59,7 +59,12 @@ class KirimProcess:
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(cmd, env=self.env, cwd=ROOT, stdout=fh, stderr=fh)
         if wait and self.args[0] == "serve":
-            self.wait_ready()
+            try:
+                self.wait_ready()
+            except BaseException:
+                # Never leave a straggler that would keep working on the next test's database.
+                self.kill9()
+                raise
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:

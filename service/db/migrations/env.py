@@ -19,6 +19,9 @@ _LOCK_KEY = 0x4B4952494D  # "KIRIM"
 
 def _run(connection: Connection) -> None:
     is_sqlite = connection.dialect.name == "sqlite"
+    if is_sqlite:
+        # WAL is a property of the file: set it before any reader or writer opens it.
+        connection.exec_driver_sql("PRAGMA journal_mode=WAL")
     if not is_sqlite:
         connection.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _LOCK_KEY})
         connection.commit()
