@@ -4,8 +4,8 @@ A request's trace context lives in a context variable for the length of the requ
 accept path can stamp it on the message row without every route passing it along. Kirim
 becomes a span of the caller's trace: the stored header keeps the caller's trace id and
 flags with a fresh parent id, and each webhook request gets a fresh parent id again.
-OpenTelemetry export is not built in (see the Operations section of README.md): the ids in logs and headers
-let any collector join Kirim's lines to the caller's trace.
+OpenTelemetry export is not built in (see Operations in README.md): the ids in logs and
+headers let any collector join Kirim's lines to the caller's trace.
 """
 
 from __future__ import annotations
