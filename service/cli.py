@@ -167,13 +167,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 async def _worker_main(settings: Settings) -> None:
-    from service.bounces.service import run_poller
+    from service.bounces.service import mailbox_enabled, open_bounce_mailbox, run_poller
     from service.db.engine import Database
     from service.db.notify import QueueSignals
     from service.delivery.factory import build_worker, smtp_transport
     from service.observability import operations
     from service.webhooks.dispatcher import Dispatcher, options_from
 
+    # Before anything starts: a malformed bounce mailbox URL stops the process here.
+    mailbox = open_bounce_mailbox(settings) if mailbox_enabled(settings) else None
     db = Database.from_settings(settings)
     ops = operations.start(settings, db, jobs=True)
     if settings.metrics_port:
@@ -189,7 +191,9 @@ async def _worker_main(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     log.info("worker %s started", worker.name)
     try:
-        await asyncio.gather(worker.run(stop), dispatcher.run(stop), run_poller(settings, db, stop))
+        await asyncio.gather(
+            worker.run(stop), dispatcher.run(stop), run_poller(settings, db, stop, mailbox=mailbox)
+        )
     finally:
         await signals.aclose()
         await transport.aclose()

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from service.bounces import Decision, ReportKind, parse_report, parse_return_path
+from service.bounces.mailbox import MailboxError
+from service.bounces.service import open_bounce_mailbox
 from service.db.engine import Database
 from tests.bounces.servers import Dovecot
 from tests.bounces_e2e.conftest import (
+    FIXTURE_ORIGINAL_ID,
     RETURN_PATH,
     SECRET,
     bounce_settings,
@@ -228,3 +233,33 @@ async def test_pop3_poller_deletes_applied_and_keeps_unmatched(
             # POP3 cannot move: the unmatched report stays on the server, skipped next time.
             [left] = dovecot.messages()
             assert parse_report(left).subject == "Out of office"
+
+
+async def test_without_return_path_reports_match_by_message_id(database_url: str) -> None:
+    with RecordingSmtpServer() as smtp:
+        settings = bounce_settings(database_url, smtp.url, return_path="")
+        async with live_app(settings) as app:
+            sent = await send_and_wait_sent(app, ["gone@qmail.example.org"])
+            db = Database(database_url)
+            try:
+                raw = fixture("qmail.eml").replace(
+                    FIXTURE_ORIGINAL_ID.encode(), sent["message_id"].encode()
+                )
+                out = await processor_for(settings, db).process(raw)
+                assert out.decision is Decision.DONE
+                assert [(m.recipient_id, m.via) for m in out.matches] == [
+                    (sent["recipients"][0]["id"], "message_id")
+                ]
+                view = await app.get(sent["id"])
+                assert view["recipients"][0]["status"] == "bounced"
+            finally:
+                await db.dispose()
+
+
+def test_bad_mailbox_url_fails_at_startup_without_echoing_it(sqlite_url: str) -> None:
+    settings = bounce_settings(
+        sqlite_url, "smtp://127.0.0.1:9?tls=none", bounce_mailbox_url="imap://u:hunter2@/INBOX"
+    )
+    with pytest.raises(MailboxError) as caught:
+        open_bounce_mailbox(settings)
+    assert "hunter2" not in str(caught.value)
