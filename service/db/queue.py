@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, func, select, update
 
 from service.admin.pauses import unpaused
 from service.db.engine import Database
+from service.db.leases import still_held
 from service.db.suppressions import suppress_hard_bounces
 from service.db.tables import attempts, events, messages, recipients
 from service.domain.status import Status
@@ -152,25 +153,7 @@ async def extend_leases(
 
 async def release(db: Database, *, token: str, ids: Sequence[str], now: float) -> int:
     """Give back claims that were never started (graceful shutdown)."""
-    if not ids:
-        return 0
-    stmt = (
-        update(recipients)
-        .where(
-            recipients.c.id.in_(list(ids)),
-            recipients.c.lease_token == token,
-            recipients.c.status == Status.SENDING.value,
-        )
-        .values(
-            status=Status.QUEUED.value,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-            updated_at=now,
-        )
-    )
-    async with db.write() as conn:
-        return (await conn.execute(stmt)).rowcount or 0
+    return await _give_back(db, token, ids, now, status=Status.QUEUED.value)
 
 
 async def abandon(db: Database, *, token: str, ids: Sequence[str], now: float) -> int:
@@ -179,6 +162,15 @@ async def abandon(db: Database, *, token: str, ids: Sequence[str], now: float) -
     Like the reaper, but without waiting for the lease to expire; the session may have got
     past the final dot, so the next attempt is flagged as a possible duplicate.
     """
+    return await _give_back(
+        db, token, ids, now, status=Status.DEFERRED.value, lease_lost=True, next_attempt_at=now
+    )
+
+
+async def _give_back(
+    db: Database, token: str, ids: Sequence[str], now: float, **values: Any
+) -> int:
+    """End this worker's lease on ``ids`` (only rows it still holds) with ``values``."""
     if not ids:
         return 0
     stmt = (
@@ -188,15 +180,7 @@ async def abandon(db: Database, *, token: str, ids: Sequence[str], now: float) -
             recipients.c.lease_token == token,
             recipients.c.status == Status.SENDING.value,
         )
-        .values(
-            status=Status.DEFERRED.value,
-            lease_owner=None,
-            lease_token=None,
-            lease_expires_at=None,
-            lease_lost=True,
-            next_attempt_at=now,
-            updated_at=now,
-        )
+        .values(lease_owner=None, lease_token=None, lease_expires_at=None, updated_at=now, **values)
     )
     async with db.write() as conn:
         return (await conn.execute(stmt)).rowcount or 0
@@ -239,13 +223,9 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
         return []
     ids = [s.recipient_id for s in items]
     async with db.write() as conn:
-        held_q = select(recipients.c.id, recipients.c.lease_token).where(
-            recipients.c.id.in_(ids),
-            recipients.c.status == Status.SENDING.value,
+        held = await still_held(
+            conn, recipients, ids, status=Status.SENDING.value, is_sqlite=db.is_sqlite
         )
-        if not db.is_sqlite:
-            held_q = held_q.with_for_update()
-        held = {(r[0], r[1]) for r in (await conn.execute(held_q)).all()}
         live = [s for s in items if (s.recipient_id, s.token) in held]
         if not live:
             return []

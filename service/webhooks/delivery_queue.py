@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import bindparam, func, select, update
 
 from service.db.engine import Database
+from service.db.leases import still_held
 from service.db.tables import events, webhook_attempts, webhook_deliveries, webhook_endpoints
 
 PENDING = "pending"
@@ -178,12 +179,9 @@ async def settle(
     if not results:
         return []
     async with db.write() as conn:
-        held_q = select(_D.c.id, _D.c.lease_token).where(
-            _D.c.id.in_([r.delivery_id for r in results]), _D.c.status == DELIVERING
+        held = await still_held(
+            conn, _D, [r.delivery_id for r in results], status=DELIVERING, is_sqlite=db.is_sqlite
         )
-        if not db.is_sqlite:
-            held_q = held_q.with_for_update()
-        held = {(r[0], r[1]) for r in (await conn.execute(held_q)).all()}
         live = [r for r in results if (r.delivery_id, r.token) in held]
         if not live:
             return []
