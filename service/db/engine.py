@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -120,7 +120,14 @@ class Database:
             else:
                 async with self.writer.begin() as conn:
                     yield conn
-        except (OperationalError, DBAPIError, PoolTimeout, OSError, ConnectionError) as exc:
+        except (
+            OperationalError,
+            DBAPIError,
+            PendingRollbackError,
+            PoolTimeout,
+            OSError,
+            ConnectionError,
+        ) as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
             raise
@@ -155,7 +162,14 @@ class Database:
         try:
             async with self.reader.connect() as conn:
                 yield conn
-        except (OperationalError, DBAPIError, PoolTimeout, OSError, ConnectionError) as exc:
+        except (
+            OperationalError,
+            DBAPIError,
+            PendingRollbackError,
+            PoolTimeout,
+            OSError,
+            ConnectionError,
+        ) as exc:
             if _is_unavailable(exc):
                 raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
             raise
@@ -169,7 +183,7 @@ class Database:
 def _is_unavailable(exc: BaseException) -> bool:
     # OSError covers refused connections and connect timeouts; PoolTimeout a pool that
     # stayed empty because PostgreSQL does not answer.
-    if isinstance(exc, OSError | ConnectionError | PoolTimeout):
+    if isinstance(exc, OSError | ConnectionError | PoolTimeout | PendingRollbackError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True

@@ -110,11 +110,15 @@ class Dispatcher:
         self._wake.set()
 
     def _on_commit(self, conn: Any) -> None:
-        if conn.info.pop(PENDING_FLAG, False):
+        if not conn.invalidated and conn.info.pop(PENDING_FLAG, False):
             self.wake()
 
     def _on_rollback(self, conn: Any) -> None:
-        conn.info.pop(PENDING_FLAG, None)
+        # A connection lost mid-transaction (database restart) is invalidated: touching its
+        # info would raise inside SQLAlchemy's rollback and end the process. Its flag goes
+        # with it.
+        if not conn.invalidated:
+            conn.info.pop(PENDING_FLAG, None)
 
     def _listen(self, on: bool) -> None:
         target = self.db.writer.sync_engine
