@@ -56,7 +56,8 @@ async def test_notify_from_another_connection_wakes_the_listener(pg_url: str) ->
             await wakes.next()
             latencies.append(wakes.times[-1] - sent)
         assert listener.notifications == 20
-        assert sorted(latencies)[10] < 0.05, latencies
+        # Far below any poll interval, with room for a loaded machine.
+        assert sorted(latencies)[10] < 0.25, latencies
     finally:
         await other.close()
         stop.set()

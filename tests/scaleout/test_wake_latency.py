@@ -28,7 +28,14 @@ def test_accept_wakes_a_worker_in_another_process(tmp_path: Path) -> None:
             client = httpx.Client(
                 base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, trust_env=False
             )
-            time.sleep(1.0)  # let the worker connect, LISTEN and fall idle
+            # A warm-up message proves the worker is up (its start-up is not what is measured).
+            client.post(
+                "/v1/messages",
+                json={"from": "a@example.com", "to": ["warm@example.com"], "subject": "s",
+                      "text": "t"},
+            ).raise_for_status()  # fmt: skip
+            wait_until(lambda: sink.total() == 1, timeout=60, what="warm-up delivery")
+            time.sleep(0.3)  # let the worker fall back into its (30 s) idle wait
             latencies = []
             for i in range(20):
                 sent = time.perf_counter()
@@ -38,7 +45,7 @@ def test_accept_wakes_a_worker_in_another_process(tmp_path: Path) -> None:
                           "text": "t"},
                 )  # fmt: skip
                 assert r.status_code == 202, r.text
-                wait_until(lambda n=i + 1: sink.total() == n, timeout=10, what="delivery",
+                wait_until(lambda n=i + 2: sink.total() == n, timeout=20, what="delivery",
                            step=0.002)  # fmt: skip
                 latencies.append(time.perf_counter() - sent)
                 time.sleep(0.05)  # the worker goes back to its (30 s) idle wait
@@ -48,7 +55,8 @@ def test_accept_wakes_a_worker_in_another_process(tmp_path: Path) -> None:
                 f"\nPOST -> SMTP arrival via NOTIFY, other process: median {median * 1000:.1f} ms, "
                 f"max {max(latencies) * 1000:.1f} ms"
             )
-            assert median < 0.5 and max(latencies) < 5, latencies
+            # Bounds far below the 30 s poll, loose enough for a loaded CI machine.
+            assert median < 0.5 and max(latencies) < 10, latencies
         finally:
             worker.stop()
             api.stop()

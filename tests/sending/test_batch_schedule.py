@@ -161,8 +161,11 @@ async def test_high_priority_overtakes_5000_low(database_url: str) -> None:
             took = time.monotonic() - started
             low_done = sum(smtp.handler.counts().values())
             assert (await app.get(mid))["priority"] == "high"
-    assert sent_before < 5000 and low_done < 5001
-    assert took < 1.0, took
+    overtaken = 5000 - low_done
+    print(f"\nhigh priority: {took * 1000:.0f} ms, {low_done - sent_before} low sent meanwhile")
+    # It went ahead of nearly all the backlog; the time bound leaves room for a loaded machine.
+    assert sent_before < 5000 and overtaken > 4000, (sent_before, low_done)
+    assert took < 3.0, took
 
 
 async def _some(smtp: RecordingSmtpServer) -> bool:
