@@ -117,7 +117,7 @@ async def test_slow_endpoint_capped_and_does_not_delay_others(database_url: str)
         - datetime.fromisoformat(d["created_at"]).timestamp()
         for d in quick_rows
     ]
-    assert len(waits) == 6 and max(waits) < 1.5, waits
+    assert len(waits) == 6 and max(waits) < 2.5, waits  # a hung slot would cost 3 s
     # At most 2 in flight: the third waited for a free slot.
     arrivals = sorted(r.arrived_monotonic for r in slow.requests)
     assert arrivals[2] - arrivals[0] >= 2.8
