@@ -6,22 +6,29 @@ on many rows at once so their cost does not grow with the batch.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, exists, func, literal, select, true, union_all, update
 
-from service.admin.pauses import unpaused
+from service.admin.pauses import domain_matches, unpaused
 from service.db.engine import Database
 from service.db.leases import still_held
 from service.db.suppressions import suppress_hard_bounces
-from service.db.tables import attempts, events, messages, recipients
+from service.db.tables import attempts, delivery_pauses, events, messages, recipients
+from service.domain.fair_share import FairClaim, Rotation, interleave
 from service.domain.status import Status
 from service.webhooks.outbox import fan_out
 
 _CLAIMABLE = (Status.SCHEDULED.value, Status.QUEUED.value, Status.DEFERRED.value)
+
+
+def _claimable() -> Any:
+    """SQL: the row can be claimed, written with literals: SQLite uses a partial index only
+    when the query repeats the index's own condition, and bound parameters do not."""
+    return recipients.c.status.in_([literal(s, literal_execute=True) for s in _CLAIMABLE])
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +44,7 @@ class Claimed:
     lease_lost: bool
     # An earlier attempt may already have delivered it (lost after the final dot).
     possible_duplicate: bool = False
+    priority: int = 1  # 0 high, 1 normal, 2 low
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,21 +87,129 @@ class Settlement:
 
 
 async def claim(
-    db: Database, *, owner: str, token: str, limit: int, lease_seconds: float, now: float
+    db: Database,
+    *,
+    owner: str,
+    token: str,
+    limit: int,
+    lease_seconds: float,
+    now: float,
+    rotation: Rotation | None = None,
 ) -> list[Claimed]:
-    """Lease up to ``limit`` due recipients, highest priority and oldest due first."""
-    due = (
-        select(recipients.c.id)
-        .where(recipients.c.status.in_(_CLAIMABLE), recipients.c.next_attempt_at <= now)
-        .where(unpaused())
-        .order_by(recipients.c.priority, recipients.c.next_attempt_at)
-        .limit(limit)
+    """Lease up to ``limit`` due recipients: every due high-priority one before any normal
+    one before any low one, and within a priority an even share for each tenant.
+
+    Within a tenant and priority the oldest due go first. ``rotation`` (kept by the caller
+    between claims) decides which tenants get the spare rows of an uneven split. The result
+    is in the order to send: by priority, tenants taking turns.
+    """
+    if limit <= 0:
+        return []
+    rows: list[Any] = []
+    async with db.write() as conn:
+        plan = FairClaim(limit, (await conn.execute(_due_pairs(now))).all(), rotation)
+        while (step := plan.next_round()) is not None:
+            priority, quotas = step
+            taken = (
+                await conn.execute(
+                    _take(priority, quotas, now, db.is_sqlite, owner, token, lease_seconds)
+                )
+            ).all()
+            plan.record(Counter(r.tenant_id for r in taken))
+            rows += taken
+    claimed = [Claimed(**r._mapping) for r in rows]
+    return sorted(
+        interleave(claimed, key=lambda c: (c.priority, c.tenant_id)), key=lambda c: c.priority
     )
-    if not db.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
-    stmt = (
+
+
+def _domain_unpaused() -> Any:
+    """SQL: the recipient's domain is not paused (``unpaused()`` without the tenant test)."""
+    dp = delivery_pauses
+    return ~exists().where(dp.c.kind == "domain", domain_matches(dp.c.value))
+
+
+def _due_pairs(now: float) -> Any:
+    """SQL: each (priority, tenant) with a due row, paused tenants left out.
+
+    Loose index scans, so the cost grows with the number of tenants, not with the backlog:
+    the tenants (each step seeks the first one after the previous), the priorities in use
+    (the same over ix_recipients_due), then one seek per pair for its earliest row; the
+    pair is due if that row is.
+    """
+    r = recipients
+    claimable = _claimable()
+
+    def loose_scan(col: Any, name: str) -> Any:
+        def first(*after: Any) -> Any:
+            return select(col).where(claimable, *after).order_by(col).limit(1).scalar_subquery()
+
+        seen = select(first().label(name)).cte(f"due_{name}", recursive=True)
+        step = select(first(col > seen.c[name])).where(seen.c[name].is_not(None))
+        return seen.union_all(step)
+
+    tenants = loose_scan(r.c.tenant_id, "tenant_id")
+    levels = loose_scan(r.c.priority, "priority")
+    first_due = (
+        select(r.c.next_attempt_at)
+        .where(claimable, r.c.tenant_id == tenants.c.tenant_id, r.c.priority == levels.c.priority)
+        .order_by(r.c.next_attempt_at)
+        .limit(1)
+        .scalar_subquery()
+    )
+    dp = delivery_pauses
+    paused = exists().where(dp.c.kind == "tenant", dp.c.value == tenants.c.tenant_id)
+    every_pair = tenants.join(levels, true())
+    return (
+        select(levels.c.priority, tenants.c.tenant_id)
+        .select_from(every_pair)
+        .where(
+            tenants.c.tenant_id.is_not(None),
+            levels.c.priority.is_not(None),
+            ~paused,
+            first_due <= now,
+        )
+    )
+
+
+def _take(
+    priority: int,
+    quotas: dict[str, int],
+    now: float,
+    is_sqlite: bool,
+    owner: str,
+    token: str,
+    lease_seconds: float,
+) -> Any:
+    """SQL: lease each tenant's ``quota`` oldest due recipients of ``priority``."""
+    r = recipients
+    parts = []
+    for tenant, quota in quotas.items():
+        oldest = (
+            select(r.c.id)
+            .where(
+                _claimable(),
+                r.c.tenant_id == tenant,
+                r.c.priority == priority,
+                r.c.next_attempt_at <= now,
+                # Paused tenants were left out when the pairs were found. Testing that again
+                # here would mislead PostgreSQL's planner into sorting the tenant's whole
+                # backlog (it infers the pause for this one tenant is likely to exist).
+                _domain_unpaused(),
+            )
+            .order_by(r.c.next_attempt_at)
+            .limit(quota)
+        )
+        if not is_sqlite:
+            # Concurrent workers skip each other's rows. PostgreSQL refuses FOR UPDATE in a
+            # UNION member itself, so it sits in a sub-select.
+            oldest = oldest.with_for_update(skip_locked=True)
+        # A sub-select either way: SQLite allows no LIMIT on a bare UNION member.
+        parts.append(select(oldest.subquery().c.id))
+    ids = parts[0] if len(parts) == 1 else union_all(*parts)
+    return (
         update(recipients)
-        .where(recipients.c.id.in_(due.scalar_subquery()))
+        .where(recipients.c.id.in_(ids))
         .values(
             status=Status.SENDING.value,
             lease_owner=owner,
@@ -110,11 +226,9 @@ async def claim(
             recipients.c.deadline,
             recipients.c.lease_lost,
             recipients.c.possible_duplicate,
+            recipients.c.priority,
         )
     )
-    async with db.write() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return [Claimed(*row) for row in rows]
 
 
 async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, MessageBody]:

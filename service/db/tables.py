@@ -74,6 +74,15 @@ class Recipient(SQLModel, table=True):
             sqlite_where=text(_CLAIMABLE),
             postgresql_where=text(_CLAIMABLE),
         ),
+        # The fair claim finds each tenant's due work per priority through this (0007).
+        Index(
+            "ix_recipients_tenant_due",
+            "tenant_id",
+            "priority",
+            "next_attempt_at",
+            sqlite_where=text(_CLAIMABLE),
+            postgresql_where=text(_CLAIMABLE),
+        ),
         Index(
             "ix_recipients_lease",
             "lease_expires_at",
