@@ -24,6 +24,7 @@ from service.bounces.return_path import make_return_path
 from service.db import queue
 from service.db.engine import Database, DatabaseUnavailable
 from service.delivery.decide import decide, expire
+from service.delivery.slots import PrioritySlots
 from service.delivery.transport import (
     Outcome,
     Outgoing,
@@ -32,6 +33,7 @@ from service.delivery.transport import (
     Stage,
     Transport,
 )
+from service.domain.fair_share import Rotation
 from service.domain.retry import RetryPolicy
 from service.observability import record
 
@@ -77,8 +79,10 @@ class Worker:
         self._unstarted: dict[str, set[str]] = defaultdict(set)
         self._jobs: set[asyncio.Task[None]] = set()
         self._settler = _SettleBatcher(db, clock, give_up_after=options.shutdown_grace)
-        self._slots = asyncio.Semaphore(max(1, options.concurrency))
+        self._slots = PrioritySlots(options.concurrency)
+        self._rotation = Rotation()  # which tenants get the spare rows of the next claim
         self._draining = False
+        self._refill_at = options.batch_size // 2
         self.sent = 0
 
     def wake(self) -> None:
@@ -124,6 +128,7 @@ class Worker:
                         limit=capacity,
                         lease_seconds=self.opt.lease_seconds,
                         now=self.clock(),
+                        rotation=self._rotation,
                     )
                     backoff = 0.1
                 except Exception as exc:
@@ -200,7 +205,7 @@ class Worker:
         live = [c for c in group if now < c.deadline]
         async with contextlib.AsyncExitStack() as slot:
             if live:
-                await slot.enter_async_context(self._slots)
+                await slot.enter_async_context(self._slots.hold(min(c.priority for c in live)))
                 # A drain may have released these claims while this job waited for a slot.
                 live = [c for c in live if c.id in pending and not self._draining]
                 pending.difference_update(c.id for c in live)
@@ -215,10 +220,16 @@ class Worker:
                 settlements += await self._attempt(token, body, live)
         await self._settler.submit(settlements)
         record.settled(settlements, body)
+        before = self.inflight
         for s in settlements:
             self._inflight.get(token, set()).discard(s.recipient_id)
             if s.status == "sent":
                 self.sent += 1
+        if before > self._refill_at >= self.inflight:
+            # Claim more while half the batch is still queued here: new urgent work is
+            # claimed (and overtakes the rest) without waiting for the whole batch to end,
+            # and claims stay large.
+            self._wake.set()
 
     def _return_path(self, body: queue.MessageBody, c: queue.Claimed) -> str:
         return make_return_path(self.opt.return_path, body.id, c.id, self.opt.return_path_secret)
