@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from service import logs
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="Run delivery workers only.")
+    # Set by `kirim serve` for its own children: end when that process ends.
+    worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
     bounce = sub.add_parser(
@@ -123,6 +125,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None:
+    """Serve the API; ``workers`` delivers in this process (one core for everything)."""
     import uvicorn
 
     from service.api.app import create_app
@@ -150,13 +153,64 @@ def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     log_format.configure(settings)
-    _run_api(settings, args.host, args.port, workers=not args.no_workers)
+    children = 0 if args.no_workers else settings.serve_worker_processes
+    if args.no_workers or children == 0:
+        _run_api(settings, args.host, args.port, workers=not args.no_workers)
+        return 0
+    from service.worker_children import WorkerChildren
+
+    if settings.is_sqlite:
+        # Migrate before any child starts, so they never race to do it.
+        _sqlite_path(settings)
+        _migrate(settings)
+    # uvicorn re-raises SIGTERM/SIGINT once it has drained, which would end this process
+    # before its children; handled here, they are stopped first and then re-raised.
+    received: list[int] = []
+    previous = {s: signal.signal(s, lambda n, _f: received.append(n)) for s in _STOP_SIGNALS}
+    with _shared_metrics_directory():
+        workers = WorkerChildren(children, grace=settings.shutdown_grace)
+        workers.start()
+        try:
+            _run_api(settings, args.host, args.port, workers=False)
+        finally:
+            workers.stop()
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+    if received and received[0] == signal.SIGINT:
+        return 128 + signal.SIGINT  # a shell's code for Ctrl-C, without a traceback
+    if received:
+        signal.raise_signal(received[0])
     return 0
+
+
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def _shared_metrics_directory() -> Iterator[None]:
+    """Let the API's /metrics add up its children's counters (unless the operator chose)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="kirim-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path  # read by prometheus-client at import
+    try:
+        yield
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings()
     log_format.configure(settings)
+    if args.parent_pid is not None:
+        from service.worker_children import die_with_parent
+
+        if not die_with_parent(args.parent_pid):
+            return 0  # the `kirim serve` that started us is gone already
     if settings.is_sqlite:
         _sqlite_path(settings)
         _migrate(settings)
@@ -183,7 +237,9 @@ async def _worker_main(settings: Settings) -> None:
     transport = smtp_transport(settings)
     worker = build_worker(settings, db, transport)
     dispatcher = Dispatcher(db, options_from(settings))
-    signals = QueueSignals.from_settings(settings, wake=worker.wake, publish=False)
+    signals = QueueSignals.from_settings(
+        settings, wake=worker.wake, publish=False, hooks=dispatcher.wake
+    )
     signals.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

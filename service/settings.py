@@ -64,6 +64,15 @@ class Settings(BaseSettings):
         gt=0,
         description="Fallback poll interval of an idle worker when no wake-up arrives (s).",
     )
+    serve_worker_processes: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description=(
+            "Delivery worker processes `kirim serve` starts beside its API process, so API and"
+            " delivery each use a core; 0 delivers inside the API process."
+        ),
+    )
     message_id_domain: str = Field(
         default="kirim.localhost", description="Domain part of generated Message-ID headers."
     )

@@ -36,6 +36,7 @@ from service.delivery.transport import Transport
 from service.observability import operations
 from service.observability.tracing import TraceContextMiddleware
 from service.settings import Settings
+from service.webhooks.commit_hook import PendingCommitHook
 from service.webhooks.dispatcher import Dispatcher, options_from
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,12 @@ def create_app(
             settings, wake=worker.wake if worker else None, publish=True
         )
         signals.start()
+        # With no dispatcher here, webhook deliveries queued by this process's commits are
+        # announced to the dispatchers of worker processes.
+        hook = None
+        if worker is None:
+            hook = PendingCommitHook(db.writer.sync_engine, signals.webhooks_pending)
+            hook.attach()
         committer = GroupCommitter(db, on_commit=signals.committed)
         committer.start()
         app.state.runtime = Runtime(
@@ -107,6 +114,8 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await bounce_task
             await committer.stop()
+            if hook is not None:
+                hook.detach()
             await signals.aclose()
             if carrier is not None and transport is None:
                 await carrier.aclose()

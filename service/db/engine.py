@@ -84,7 +84,7 @@ class Database:
                 inline_url, pool_size=1, max_overflow=0, pool_timeout=60
             )
             self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8)
-            _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS)
+            _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS, then_busy_ms=0)
             _sqlite_setup(self.reader, immediate=False, busy_ms=_SLICE_BUSY_MS, set_wal=False)
         else:
             timeout = str(self.options.statement_timeout_ms)
@@ -135,11 +135,12 @@ class Database:
     async def _begin_sqlite(self) -> AsyncConnection:
         """BEGIN IMMEDIATE, waiting for another process's write lock in short slices.
 
-        Each try blocks the loop for at most ``_SLICE_BUSY_MS``; between tries the loop runs.
-        After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
+        A try never blocks the loop (the writer's busy timeout is 0): another process's
+        write transactions are short, so retries start at half a millisecond and back off
+        to 10 ms. After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
         """
         deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
-        pause = 0.002
+        pause = 0.0005
         while True:
             conn = await self.writer.connect()
             try:
@@ -155,7 +156,7 @@ class Database:
                 await conn.close()
                 raise
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.05)
+            pause = min(pause * 2, 0.01)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -231,7 +232,12 @@ def _ensure_wal(url: str, busy_ms: int) -> None:
 
 
 def _sqlite_setup(
-    engine: AsyncEngine, *, immediate: bool, busy_ms: int, set_wal: bool = True
+    engine: AsyncEngine,
+    *,
+    immediate: bool,
+    busy_ms: int,
+    set_wal: bool = True,
+    then_busy_ms: int | None = None,
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -244,6 +250,8 @@ def _sqlite_setup(
             cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
         cur.execute("PRAGMA foreign_keys=ON")
+        if then_busy_ms is not None:
+            cur.execute(f"PRAGMA busy_timeout={int(then_busy_ms)}")
         cur.close()
 
     @event.listens_for(engine.sync_engine, "begin")

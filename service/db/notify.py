@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from service.db import wake_socket
+
 if TYPE_CHECKING:
     from service.settings import Settings
 
@@ -163,8 +165,9 @@ class QueueListener:
 class QueueSignals:
     """One process's ends of the channel: publish after accepts, wake the local worker.
 
-    On SQLite (one process) it only calls the local ``wake``; on PostgreSQL it also
-    NOTIFYs other processes (``publish``) and LISTENs for them (when there is a worker).
+    On PostgreSQL it NOTIFYs other processes (``publish``) and LISTENs for them (when there
+    is a worker); on a SQLite file it does the same with Unix datagram sockets
+    (``service.db.wake_socket``), since every process sharing the file is on this host.
     """
 
     def __init__(
@@ -173,10 +176,18 @@ class QueueSignals:
         *,
         wake: Callable[[], None] | None,
         publish: bool,
+        hooks: Callable[[], None] | None = None,
         connect_timeout: float = 5.0,
     ) -> None:
         self._wake = wake
         remote = not url.startswith("sqlite")
+        local = wake_socket.directory_for_url(url)
+        self.wake_publisher = (
+            wake_socket.WakePublisher(local) if local is not None and publish else None
+        )
+        self.wake_listener = (
+            wake_socket.WakeListener(local, wake, hooks) if local is not None and wake else None
+        )
         self.notifier = (
             QueueNotifier(url, connect_timeout=connect_timeout) if remote and publish else None
         )
@@ -190,16 +201,24 @@ class QueueSignals:
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, *, wake: Callable[[], None] | None, publish: bool
+        cls,
+        settings: Settings,
+        *,
+        wake: Callable[[], None] | None,
+        publish: bool,
+        hooks: Callable[[], None] | None = None,
     ) -> QueueSignals:
         return cls(
             settings.database_url.get_secret_value(),
             wake=wake,
             publish=publish,
+            hooks=hooks,
             connect_timeout=settings.database_connect_timeout_ms / 1000,
         )
 
     def start(self) -> None:
+        if self.wake_listener is not None and self.wake_listener.start() and self.wake_publisher:
+            self.wake_publisher.own = self.wake_listener.path
         if self.notifier is not None:
             self.notifier.start()
         if self.listener is not None and self._task is None:
@@ -211,8 +230,19 @@ class QueueSignals:
             self._wake()
         if self.notifier is not None:
             self.notifier.notify()
+        if self.wake_publisher is not None:
+            self.wake_publisher.notify()
+
+    def webhooks_pending(self) -> None:
+        """A commit in this process (which runs no dispatcher) queued webhook deliveries."""
+        if self.wake_publisher is not None:
+            self.wake_publisher.notify(wake_socket.HOOKS)
 
     async def aclose(self) -> None:
+        if self.wake_listener is not None:
+            self.wake_listener.close()
+        if self.wake_publisher is not None:
+            self.wake_publisher.close()
         self._stop.set()
         if self._task is not None:
             self._task.cancel()  # it may be waiting on a connect to a server that is down

@@ -19,15 +19,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import event
-
 from service.db.engine import Database, DatabaseUnavailable
 from service.observability import record, tracing
 from service.settings import Settings
 from service.webhooks import delivery_queue as dq
+from service.webhooks.commit_hook import PendingCommitHook
 from service.webhooks.events import body_bytes, envelope
 from service.webhooks.http_client import PostOutcome, WebhookClient, create_client, post_event
-from service.webhooks.outbox import PENDING_FLAG
 from service.webhooks.schedule import DEFAULT_DELAYS, Action, classify, parse_delays, retry_delay
 from service.webhooks.secrets import current_secrets
 from service.webhooks.signing import headers
@@ -100,7 +98,7 @@ class Dispatcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._pending: list[dq.AttemptResult] = []
         self._settle_wake = asyncio.Event()
-        self._listening = False
+        self._hook = PendingCommitHook(db.writer.sync_engine, self.wake)
         self._closing = False
 
     # -- waking ---------------------------------------------------------------------
@@ -109,26 +107,11 @@ class Dispatcher:
         self._woken = True
         self._wake.set()
 
-    def _on_commit(self, conn: Any) -> None:
-        if not conn.invalidated and conn.info.pop(PENDING_FLAG, False):
-            self.wake()
-
-    def _on_rollback(self, conn: Any) -> None:
-        # A connection lost mid-transaction (database restart) is invalidated: touching its
-        # info would raise inside SQLAlchemy's rollback and end the process. Its flag goes
-        # with it.
-        if not conn.invalidated:
-            conn.info.pop(PENDING_FLAG, None)
-
     def _listen(self, on: bool) -> None:
-        target = self.db.writer.sync_engine
-        if on and not self._listening:
-            event.listen(target, "commit", self._on_commit)
-            event.listen(target, "rollback", self._on_rollback)
-        elif not on and self._listening:
-            event.remove(target, "commit", self._on_commit)
-            event.remove(target, "rollback", self._on_rollback)
-        self._listening = on
+        if on:
+            self._hook.attach()
+        else:
+            self._hook.detach()
 
     # -- main loop --------------------------------------------------------------------
 

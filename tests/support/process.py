@@ -52,6 +52,11 @@ class KirimProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, "not started"
+        return self.proc.pid
+
     def start(self, *, wait: bool = True) -> KirimProcess:
         cmd = [sys.executable, "-m", "service", *self.args]
         if self.args[0] == "serve":
