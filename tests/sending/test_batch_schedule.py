@@ -158,15 +158,15 @@ async def test_high_priority_overtakes_5000_low(database_url: str) -> None:
             async def high_sent() -> bool:
                 return "otp@example.com" in smtp.handler.counts()
 
-            await wait_for(high_sent, within=5, interval=0.01)
+            await wait_for(high_sent, within=30, interval=0.01)
             took = time.monotonic() - started
             low_done = sum(smtp.handler.counts().values())
             assert (await app.get(mid))["priority"] == "high"
-    overtaken = 5000 - low_done
-    print(f"\nhigh priority: {took * 1000:.0f} ms, {low_done - sent_before} low sent meanwhile")
-    # It went ahead of nearly all the backlog; the time bound leaves room for a loaded machine.
-    assert sent_before < 5000 and overtaken > 4000, (sent_before, low_done)
-    assert took < 3.0, took
+    meanwhile = low_done - sent_before
+    print(f"\nhigh priority: {took * 1000:.0f} ms, {meanwhile} low sent meanwhile")
+    # Measured in messages, not seconds, so a loaded machine cannot make it flake: at most
+    # what the worker already held (one batch) and had in its sessions went first.
+    assert sent_before < 5000 and meanwhile <= 256 + 64, (sent_before, low_done)
 
 
 async def _some(smtp: RecordingSmtpServer) -> bool:

@@ -139,6 +139,31 @@ async def test_raw_mime_round_trip(database_url: str) -> None:
     assert stored.startswith(b"Message-ID: <msg.")
 
 
+async def test_raw_send_honours_idempotency_keys(database_url: str) -> None:
+    raw = b"From: a@example.com\nTo: b@example.com\nSubject: once\n\nonly once\n"
+    body = {"from": "a@example.com", "to": ["b@example.com"], "raw": base64.b64encode(raw).decode()}
+    with RecordingSmtpServer() as smtp:
+        async with live_app(settings_for(database_url, smtp.url)) as app:
+            first = await app.client.post(
+                "/v1/messages/raw", json=body, headers={"Idempotency-Key": "raw-1"}
+            )
+            again = await app.client.post(
+                "/v1/messages/raw", json=body, headers={"Idempotency-Key": "raw-1"}
+            )
+            assert first.status_code == again.status_code == 202, again.text
+            assert again.json() == first.json()
+            assert again.headers["idempotent-replayed"] == "true"
+            other = {**body, "to": ["c@example.com"]}
+            clash = await app.client.post(
+                "/v1/messages/raw", json=other, headers={"Idempotency-Key": "raw-1"}
+            )
+            assert clash.status_code == 422, clash.text  # same key, different request
+            await _delivered(app, first.json()["id"], "b@example.com")
+            listed = (await app.client.get("/v1/messages")).json()["data"]
+    assert [m["id"] for m in listed] == [first.json()["id"]]
+    assert smtp.handler.counts() == {"b@example.com": 1}
+
+
 async def test_suppression_automatic_and_manual(database_url: str) -> None:
     handler = RecordingHandler(
         rcpt_reply=lambda r: "550 5.1.1 No such user" if r.lower().startswith("gone") else "250 OK"

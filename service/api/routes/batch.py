@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
+from service.api.replay import replayed
 from service.api.runtime import Runtime
 from service.api.schemas import RecipientState, SendRequest
 from service.api.sending_schemas import BatchItem, BatchRequest, BatchResult, FieldErrorOut
@@ -82,7 +83,7 @@ async def send_batch(
     tenant = principal.tenant_id
     async with guard.idempotency.claim(tenant, key, fp) as claim:
         if claim.replay is not None:
-            return _replayed(claim.replay)
+            return replayed(claim.replay)
         errors: dict[int, list[FieldError]] = {}
         parsed: dict[int, SendRequest] = {}
         for i, raw in enumerate(body.messages):
@@ -116,7 +117,7 @@ async def send_batch(
             replay = await claim.resolve_conflict()
             if replay is None:
                 raise
-            return _replayed(replay)
+            return replayed(replay)
     committed(rt)
     return Response(content, status_code=202, media_type="application/json")
 
@@ -130,13 +131,4 @@ def _result(index: int, acc: Accepted | None, errors: list[FieldError] | None) -
         status=acc.status,
         message_id=acc.message_id_header,
         recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in acc.recipients],
-    )
-
-
-def _replayed(replay: idempotency.Replay) -> Response:
-    return Response(
-        replay.body,
-        status_code=replay.status,
-        media_type="application/json",
-        headers={idempotency.REPLAYED_HEADER: "true"},
     )

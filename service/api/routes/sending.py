@@ -6,22 +6,25 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Header, Request
+from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
-from service import sending
-from service.api.deps import Principal, require, runtime
+from service import idempotency, sending
+from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
+from service.api.replay import replayed
 from service.api.runtime import Runtime
 from service.api.schemas import PRIORITY_VALUE, RecipientState, SendAccepted, SendRequest, rfc3339
 from service.api.sending_schemas import CancelResult, RawSendRequest
+from service.db.accepts import NewMessage
 from service.db.cancel import cancel_message
 from service.db.reads import get_message
 from service.domain import envelope, raw
 from service.domain.errors import FieldError, InvalidRequest
 from service.domain.ids import is_id, new_id
 from service.domain.mime import build_mime, make_message_id
-from service.submission import record
+from service.submission import Accepted, record
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -117,16 +120,57 @@ async def preview(
         "line endings become CRLF and a missing Message-ID or Date header is added at the "
         "top (RFC 5322 wants both; status and bounce matching use the Message-ID). Refused "
         "with 422: invalid base64, NUL bytes, a bare CR, lines over 998 octets, no From "
-        "header, a malformed header section. Bcc headers are not removed: leave them out."
+        "header, a malformed header section. Bcc headers are not removed: leave them out. "
+        "An `Idempotency-Key` works as on `POST /v1/messages`."
     ),
-    responses={422: {"description": "A field is invalid", **_PROBLEM}},
+    responses={
+        409: {"description": "The first request with this Idempotency-Key is running", **_PROBLEM},
+        422: {"description": "A field is invalid", **_PROBLEM},
+    },
 )
 async def send_raw(
     body: RawSendRequest,
+    request: Request,
+    idempotency_key: str | None = Header(
+        default=None, alias=idempotency.HEADER, description="Makes retries safe."
+    ),
     principal: Principal = Depends(require("messages:send")),
     rt: Runtime = Depends(runtime),
-) -> SendAccepted:
-    now = time.time()
+    guard: Guards = Depends(guards),
+) -> Response:
+    # ``idempotency_key`` documents the header; every value is read to refuse duplicates.
+    key = idempotency.parse_key(request.headers.getlist(idempotency.HEADER))
+    fp = ""
+    if key is not None:
+        canonical = body.model_dump(mode="json", by_alias=True)
+        fp = idempotency.fingerprint("POST", request.url.path, canonical)
+    async with guard.idempotency.claim(principal.tenant_id, key, fp) as claim:
+        if claim.replay is not None:
+            return replayed(claim.replay)
+        rows, accepted = await _raw_rows(rt, body, principal.tenant_id, claim.now)
+        content = SendAccepted(
+            id=accepted.id,
+            status=accepted.status,
+            message_id=accepted.message_id_header,
+            created_at=rfc3339(accepted.created_at) or "",
+            recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
+        ).model_dump_json()
+        rows.extra.extend(claim.row(202, content))
+        try:
+            await rt.committer.submit(rows)
+        except IntegrityError:
+            # Another process stored this key first: answer as it did.
+            replay = await claim.resolve_conflict()
+            if replay is None:
+                raise
+            return replayed(replay)
+    return Response(content, status_code=202, media_type="application/json")
+
+
+async def _raw_rows(
+    rt: Runtime, body: RawSendRequest, tenant_id: str, now: float
+) -> tuple[NewMessage, Accepted]:
+    """The rows of a valid raw send (suppressions applied); InvalidRequest otherwise."""
     send_at = body.send_at.timestamp() if body.send_at else None
     expires_at = body.expires_at.timestamp() if body.expires_at else None
     errors = sending.schedule_errors(send_at, expires_at, now)
@@ -160,7 +204,7 @@ async def send_raw(
         raise InvalidRequest(errors or [FieldError(("to",), "invalid")])
     rows, accepted = record(
         msg_id,
-        tenant_id=principal.tenant_id,
+        tenant_id=tenant_id,
         now=now,
         policy=rt.policy,
         sender=checked.sender.email,
@@ -175,14 +219,5 @@ async def send_raw(
         expires_at=expires_at,
         priority=PRIORITY_VALUE[body.priority],
     )
-    ((rows, accepted),) = await sending.apply_suppressions(
-        rt, principal.tenant_id, [(rows, accepted)]
-    )
-    await rt.committer.submit(rows)
-    return SendAccepted(
-        id=accepted.id,
-        status=accepted.status,
-        message_id=accepted.message_id_header,
-        created_at=rfc3339(accepted.created_at) or "",
-        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
-    )
+    ((rows, accepted),) = await sending.apply_suppressions(rt, tenant_id, [(rows, accepted)])
+    return rows, accepted
