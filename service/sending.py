@@ -162,10 +162,10 @@ async def apply_suppressions(
 async def accept_one(
     rt: Runtime, body: SendRequest, *, tenant_id: str, now: float
 ) -> tuple[NewMessage, Accepted]:
-    """The rows of one send request (checked, rendered, suppressions applied)."""
+    """The rows of one send request (checked, rendered), suppressions not yet applied: the
+    caller hands them to the group commit with ``submission.suppress_later``."""
     ctx = await load_context(rt, tenant_id, [body], now)
-    built = rows_for(rt, plan(body, ctx), ctx)
-    return (await apply_suppressions(rt, tenant_id, [built]))[0]
+    return rows_for(rt, plan(body, ctx), ctx)
 
 
 def now_utc(now: float) -> datetime:

@@ -223,6 +223,17 @@ class Settings(BaseSettings):
             "24 hours in production."
         ),
     )
+    api_key_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=300,
+        description=(
+            "How long a process trusts an API key it has looked up before reading it again "
+            "(s). Revoking through this process's API takes effect at once; a key revoked "
+            "elsewhere (another process, kirim keys revoke) stops working within this time. "
+            "0 reads the key on every request."
+        ),
+    )
     rate_limit_per_key: str = Field(
         default="0",
         description=(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from service.db.accepts import NewMessage
+from service.db.accepts import NewMessage, Rows
 from service.domain.envelope import Draft
 from service.domain.ids import new_id
 from service.domain.mime import build_mime, make_message_id
@@ -167,3 +168,19 @@ def suppress(item: NewMessage, accepted: Accepted, suppressed: set[str]) -> Acce
             e["data"].update(status=done, reason="suppressed")
     states = [(i, m, done if i in hit else s) for i, m, s in accepted.recipients]
     return replace(accepted, status=summarise(s for _, _, s in states), recipients=states)
+
+
+def suppress_later(item: NewMessage, accepted: Accepted, then: Callable[[Accepted], Rows]) -> None:
+    """Leave the suppression check to the group commit (``NewMessage.finish``).
+
+    ``then`` gets the final ``Accepted`` inside the writing transaction and returns rows to
+    insert with the message. A retried transaction keeps every address found suppressed
+    before, so the rows and the answer always agree.
+    """
+    seen: set[str] = set()
+
+    def finish(hit: set[str]) -> Rows:
+        seen.update(hit)
+        return then(suppress(item, accepted, seen) if seen else accepted)
+
+    item.finish = finish

@@ -6,12 +6,13 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Request
 
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
-from service.db.keys import KeyRecord, find_key, touch_key
+from service.db.keys import KeyCache, KeyRecord, touch_key
 from service.idempotency import Idempotency
 from service.ratelimit import RateLimiter, parse_rate
 
@@ -45,6 +46,7 @@ class Guards:
     runtime: Runtime
     idempotency: Idempotency
     limiter: RateLimiter
+    keys: KeyCache
 
 
 async def guards(request: Request) -> Guards:
@@ -52,9 +54,13 @@ async def guards(request: Request) -> Guards:
 
 
 def guards_of(request: Request) -> Guards:
+    return guards_for(request.app)
+
+
+def guards_for(app: Any) -> Guards:
     """The app's guards, built on first use from its runtime (and rebuilt if that changes)."""
-    rt = runtime_of(request)
-    current: Guards | None = getattr(request.app.state, "guards", None)
+    rt: Runtime = app.state.runtime
+    current: Guards | None = getattr(app.state, "guards", None)
     if current is None or current.runtime is not rt:
         current = Guards(
             rt,
@@ -64,8 +70,9 @@ def guards_of(request: Request) -> Guards:
                 per_key=parse_rate(rt.settings.rate_limit_per_key),
                 per_tenant=parse_rate(rt.settings.rate_limit_per_tenant),
             ),
+            KeyCache(rt.settings.api_key_cache_seconds),
         )
-        request.app.state.guards = current
+        app.state.guards = current
     return current
 
 
@@ -81,31 +88,36 @@ def require(scope: str) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         header = request.headers.get("authorization", "")
-        kind, _, key = header.partition(" ")
-        if kind.lower() != "bearer" or not key.strip():
-            raise _unauthorised("Send 'Authorization: Bearer <api key>'.")
-        rt = runtime_of(request)
-        record = await find_key(rt.db, key.strip())
-        now = time.time()
-        if record is None or not record.usable(now):
-            raise _unauthorised("The API key is unknown, revoked or expired.")
-        if scope not in record.scopes:
-            raise ApiError(403, "forbidden", "Missing scope", f"This key lacks the {scope} scope.")
-        limiter = guards_of(request).limiter
-        if limiter.enabled:
-            decision = await limiter.check(key_id=record.id, tenant_id=record.tenant_id)
-            if not decision.allowed:
-                wait = max(1, math.ceil(decision.retry_after))
-                raise ApiError(
-                    429,
-                    "rate-limited",
-                    "Too many requests",
-                    f"This key or its tenant is over its request rate; retry in {wait} s.",
-                    {"Retry-After": str(wait)},
-                )
-        if now - rt.key_touched.get(record.id, 0.0) > _TOUCH_EVERY:
-            rt.key_touched[record.id] = now
-            await touch_key(rt.db, record.id, now)
-        return Principal(record)
+        return await authenticate(guards_of(request), header, scope)
 
     return dependency
+
+
+async def authenticate(guard: Guards, authorization: str, scope: str) -> Principal:
+    """The principal of an ``Authorization`` header value, or the ApiError to answer."""
+    kind, _, key = authorization.partition(" ")
+    if kind.lower() != "bearer" or not key.strip():
+        raise _unauthorised("Send 'Authorization: Bearer <api key>'.")
+    rt = guard.runtime
+    record = await guard.keys.find(rt.db, key.strip())
+    now = time.time()
+    if record is None or not record.usable(now):
+        raise _unauthorised("The API key is unknown, revoked or expired.")
+    if scope not in record.scopes:
+        raise ApiError(403, "forbidden", "Missing scope", f"This key lacks the {scope} scope.")
+    limiter = guard.limiter
+    if limiter.enabled:
+        decision = await limiter.check(key_id=record.id, tenant_id=record.tenant_id)
+        if not decision.allowed:
+            wait = max(1, math.ceil(decision.retry_after))
+            raise ApiError(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"This key or its tenant is over its request rate; retry in {wait} s.",
+                {"Retry-After": str(wait)},
+            )
+    if now - rt.key_touched.get(record.id, 0.0) > _TOUCH_EVERY:
+        rt.key_touched[record.id] = now
+        await touch_key(rt.db, record.id, now)
+    return Principal(record)

@@ -18,11 +18,15 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import Database, DatabaseUnavailable
+from service.db.suppressions import suppressed_in
 from service.db.tables import events, messages, recipients
 from service.observability import record, tracing
 from service.webhooks.outbox import fan_out
 
 log = logging.getLogger(__name__)
+
+
+Rows = list[tuple[Any, dict[str, Any]]]  # (table, row)
 
 
 @dataclass(slots=True)
@@ -32,7 +36,12 @@ class NewMessage:
     message: dict[str, Any]
     recipients: list[dict[str, Any]]
     events: list[dict[str, Any]]
-    extra: list[tuple[Any, dict[str, Any]]] = field(default_factory=list)  # (table, row)
+    extra: Rows = field(default_factory=list)
+    # Set when the tenant's suppression list is still to be applied: called inside the
+    # writing transaction with the suppressed (lower-cased) addresses among the recipients,
+    # it updates the rows and returns more rows to insert (e.g. an idempotency row whose
+    # stored response tells the outcome). Called again if the transaction is retried.
+    finish: Callable[[set[str]], Rows] | None = None
 
 
 async def insert_messages(db: Database, items: Sequence[NewMessage]) -> None:
@@ -42,6 +51,7 @@ async def insert_messages(db: Database, items: Sequence[NewMessage]) -> None:
 
 
 async def _insert(conn: Any, items: Sequence[NewMessage]) -> None:
+    finished = await _finish(conn, items)
     await conn.execute(messages.insert(), [i.message for i in items])
     await conn.execute(recipients.insert(), [r for i in items for r in i.recipients])
     ev = [e for i in items for e in i.events]
@@ -53,11 +63,27 @@ async def _insert(conn: Any, items: Sequence[NewMessage]) -> None:
         ids = inserted.scalars().all()
         await fan_out(conn, [{**e, "id": i} for e, i in zip(ev, ids, strict=True)])
     extra: dict[Any, list[dict[str, Any]]] = {}
-    for i in items:
-        for table, row in i.extra:
-            extra.setdefault(table, []).append(row)
+    for table, row in [*(r for i in items for r in i.extra), *finished]:
+        extra.setdefault(table, []).append(row)
     for table, rows in extra.items():
         await conn.execute(table.insert(), rows)
+
+
+async def _finish(conn: Any, items: Sequence[NewMessage]) -> Rows:
+    """Apply suppressions to the items that asked for it: one SELECT for all of them, in
+    the transaction that inserts them, so a request costs no read of its own."""
+    waiting = [i for i in items if i.finish is not None]
+    if not waiting:
+        return []
+    hit = await suppressed_in(
+        conn, ((i.message["tenant_id"], r["email"]) for i in waiting for r in i.recipients)
+    )
+    out: Rows = []
+    for i in waiting:
+        tenant = i.message["tenant_id"]
+        assert i.finish is not None
+        out.extend(i.finish({e for t, e in hit if t == tenant}))
+    return out
 
 
 class GroupCommitter:

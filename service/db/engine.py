@@ -161,8 +161,19 @@ class Database:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.reader.connect() as conn:
-                yield conn
+            if self.is_sqlite:
+                # Not ``async with``: its exit closes in a task of its own, a hop through the
+                # loop per read during which other requests check out more connections (the
+                # pool then opens and closes overflow connections under load). Inline SQLite
+                # calls never suspend, so nothing can interrupt this close.
+                conn = await self.reader.connect()
+                try:
+                    yield conn
+                finally:
+                    await conn.close()
+            else:
+                async with self.reader.connect() as conn:
+                    yield conn
         except (
             OperationalError,
             DBAPIError,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 
 from service.db.engine import Database
 from service.db.tables import api_keys
@@ -115,10 +116,56 @@ def _record(row: Any) -> KeyRecord:
 
 async def find_key(db: Database, key: str) -> KeyRecord | None:
     """The record of a presented key (by its hash), usable or not."""
-    stmt = select(*_COLUMNS).where(api_keys.c.key_hash == hash_key(key))
+    return await _find_by_hash(db, hash_key(key))
+
+
+_FIND = select(*_COLUMNS).where(api_keys.c.key_hash == bindparam("key_hash"))
+
+
+async def _find_by_hash(db: Database, key_hash: str) -> KeyRecord | None:
     async with db.read() as conn:
-        row = (await conn.execute(stmt)).first()
+        row = (await conn.execute(_FIND, {"key_hash": key_hash})).first()
     return None if row is None else _record(row)
+
+
+class KeyCache:
+    """Keys this process looked up recently, by hash, trusted for ``ttl`` seconds.
+
+    A request then reads nothing to authenticate. Revoking through this process (``forget``)
+    takes effect here at once; a key revoked through another process or ``kirim keys
+    revoke`` keeps working in this one for at most ``ttl`` seconds. Expiry needs no reread
+    (the record carries ``expires_at``), and unknown keys are not cached, so a key created
+    elsewhere works at once. ``ttl`` 0 reads on every request.
+    """
+
+    def __init__(self, ttl: float, *, max_entries: int = 10_000) -> None:
+        self.ttl = ttl
+        self._max_entries = max_entries
+        self._items: dict[str, tuple[float, KeyRecord]] = {}
+        # Bumped by ``forget``: a lookup that raced a revocation does not store its answer.
+        self._generation = 0
+
+    async def find(self, db: Database, key: str) -> KeyRecord | None:
+        key_hash = hash_key(key)
+        now = time.monotonic()
+        hit = self._items.get(key_hash)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        generation = self._generation
+        record = await _find_by_hash(db, key_hash)
+        if record is None or self.ttl <= 0 or generation != self._generation:
+            self._items.pop(key_hash, None)
+            return record
+        if len(self._items) >= self._max_entries:
+            self._items.clear()
+        self._items[key_hash] = (now + self.ttl, record)
+        return record
+
+    def forget(self, key_id: str) -> None:
+        """Drop ``key_id`` at once (after revoking it)."""
+        self._generation += 1
+        for key_hash in [h for h, (_, r) in self._items.items() if r.id == key_id]:
+            del self._items[key_hash]
 
 
 async def get_key(db: Database, key_id: str, *, tenant_id: str | None) -> KeyRecord | None:
@@ -142,7 +189,7 @@ async def list_keys(db: Database, *, tenant_id: str | None) -> list[KeyRecord]:
 
 
 async def revoke_key(db: Database, key_id: str, *, tenant_id: str | None, now: float) -> bool:
-    """Revoke a key at once (every request looks the key up); False if there is none.
+    """Revoke a key; False if there is none. Callers in the API also ``KeyCache.forget`` it.
 
     Revoking twice keeps the first revocation time.
     """

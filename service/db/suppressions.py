@@ -1,7 +1,9 @@
 """The suppression list: addresses a tenant never sends to again.
 
-Accepts look suppressed addresses up with one SELECT per request; settles add hard-bounced
-addresses inside their own transaction, so a bounce and its suppression commit together.
+Single sends look suppressed addresses up inside the group commit (one SELECT per shared
+transaction, see ``service.db.accepts``), other accepts with one SELECT per request; settles
+add hard-bounced addresses inside their own transaction, so a bounce and its suppression
+commit together.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
-from sqlalchemy import delete, select
+from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db.engine import Database
@@ -79,6 +81,33 @@ async def suppressed_among(db: Database, tenant_id: str, emails: Iterable[str]) 
             )
         )
         return {r[0] for r in rows.all()}
+
+
+async def suppressed_in(
+    conn: Any, wanted: Iterable[tuple[str, str]], *, chunk: int = 500
+) -> set[tuple[str, str]]:
+    """On ``conn``: the (tenant_id, lower-cased email) pairs of ``wanted`` on the list.
+
+    One SELECT per ``chunk`` addresses (bounded by the drivers' parameter limits); the
+    unique index on (tenant_id, email) serves both IN lists.
+    """
+    pairs = {(t, e.lower()) for t, e in wanted}
+    tenants = sorted({t for t, _ in pairs})
+    emails = sorted({e for _, e in pairs})
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(emails), chunk):
+        rows = await conn.execute(
+            _SUPPRESSED_IN,
+            {"tenants": tenants, "emails": emails[start : start + chunk]},
+        )
+        found.update((t, e) for t, e in rows.all() if (t, e) in pairs)
+    return found
+
+
+_SUPPRESSED_IN = select(suppressions.c.tenant_id, suppressions.c.email).where(
+    suppressions.c.tenant_id.in_(bindparam("tenants", expanding=True)),
+    suppressions.c.email.in_(bindparam("emails", expanding=True)),
+)
 
 
 async def add(

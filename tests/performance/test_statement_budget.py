@@ -23,8 +23,10 @@ N = 60
 # Budgets: what the hot path costs today, with a little room. Lower them when you make it
 # cheaper; raise them only with a reason in the commit message.
 # Statements per single-message POST, sent one after another (no group commit sharing);
-# SQLite counts its BEGIN IMMEDIATE as a statement.
-ACCEPT_BUDGET = {"sqlite": 10.0, "postgresql": 7.0}
+# SQLite counts its BEGIN IMMEDIATE as a statement. Today 6 on SQLite and 5 on PostgreSQL:
+# the key comes from the process's key cache and the suppression check runs inside the
+# group commit, so a request reads nothing of its own (it was 9 and 6).
+ACCEPT_BUDGET = {"sqlite": 7.0, "postgresql": 6.0}
 # Statements per recipient when a worker finds a backlog of single-recipient messages. How
 # many results share one settle transaction depends on timing (1.9-3.1 on SQLite and
 # 0.3-0.9 on PostgreSQL here), so this is a ceiling against per-message regressions of the

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from service.api.deps import Principal, require, runtime
+from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
 from service.api.runtime import Runtime
 from service.api.schemas import rfc3339
@@ -168,13 +168,20 @@ async def get_key(
     status_code=204,
     response_class=Response,
     summary="Revoke a key; it fails from the next request on",
+    description=(
+        "The key fails at once in the API process that answers; other API processes trust "
+        "a key they looked up for `KIRIM_API_KEY_CACHE_SECONDS` (2 s by default), so there "
+        "it fails within that time."
+    ),
     responses=_NOT_FOUND,
 )
 async def revoke_key(
     key_id: str,
     principal: Principal = Depends(require(_SCOPE)),
     rt: Runtime = Depends(runtime),
+    guard: Guards = Depends(guards),
 ) -> Response:
     await _own_key(rt, principal, key_id)
     await store.revoke_key(rt.db, key_id, tenant_id=principal.tenant_id, now=time.time())
+    guard.keys.forget(key_id)
     return Response(status_code=204)

@@ -9,9 +9,10 @@ from pydantic import AwareDatetime
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
-from service import idempotency, sending
+from service import idempotency, sending, submission
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
+from service.api.replay import replayed
 from service.api.runtime import Runtime
 from service.api.schemas import (
     PRIORITY_NAME,
@@ -28,8 +29,10 @@ from service.api.schemas import (
 )
 from service.api.search import metadata_filters
 from service.db import reads
+from service.db.accepts import Rows
 from service.domain import envelope
 from service.domain.ids import is_id
+from service.submission import Accepted
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
@@ -96,29 +99,45 @@ async def send_message(
         description="Makes retries safe: same key and body, same response, one message.",
     ),
     principal: Principal = Depends(require("messages:send")),
-    rt: Runtime = Depends(runtime),
     guard: Guards = Depends(guards),
 ) -> Response:
+    # Most requests never get here: ``service.api.fast_send`` answers valid JSON bodies with
+    # the same ``accept_send`` and passes everything else on to this route.
     # ``idempotency_key`` documents the header; every value is read to refuse duplicates.
-    key = idempotency.parse_key(request.headers.getlist(idempotency.HEADER))
+    return await accept_send(
+        guard, principal, body, request.headers.getlist(idempotency.HEADER), request.url.path
+    )
+
+
+async def accept_send(
+    guard: Guards,
+    principal: Principal,
+    body: SendRequest,
+    idempotency_keys: list[str],
+    path: str,
+) -> Response:
+    """Accept one authenticated, schema-valid send request: 202 once durably committed."""
+    rt = guard.runtime
+    key = idempotency.parse_key(idempotency_keys)
     fp = ""
     if key is not None:
         canonical = body.model_dump(mode="json", by_alias=True)
-        fp = idempotency.fingerprint("POST", request.url.path, canonical)
+        fp = idempotency.fingerprint("POST", path, canonical)
     async with guard.idempotency.claim(principal.tenant_id, key, fp) as claim:
         if claim.replay is not None:
-            return _replayed(claim.replay)
+            return replayed(claim.replay)
         rows, accepted = await sending.accept_one(
             rt, body, tenant_id=principal.tenant_id, now=claim.now
         )
-        content = SendAccepted(
-            id=accepted.id,
-            status=accepted.status,
-            message_id=accepted.message_id_header,
-            created_at=rfc3339(accepted.created_at) or "",
-            recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
-        ).model_dump_json()
-        rows.extra.extend(claim.row(202, content))
+        answer: list[str] = []
+
+        def respond(final: Accepted) -> Rows:
+            # Inside the commit, once suppressions are applied: the answer is stored with
+            # the Idempotency-Key in the same transaction.
+            answer[:] = [_accepted_json(final)]
+            return claim.row(202, answer[0])
+
+        submission.suppress_later(rows, accepted, respond)
         try:
             await rt.committer.submit(rows)
         except IntegrityError:
@@ -126,17 +145,18 @@ async def send_message(
             replay = await claim.resolve_conflict()
             if replay is None:
                 raise
-            return _replayed(replay)
-    return Response(content, status_code=202, media_type="application/json")
+            return replayed(replay)
+    return Response(answer[0], status_code=202, media_type="application/json")
 
 
-def _replayed(replay: idempotency.Replay) -> Response:
-    return Response(
-        replay.body,
-        status_code=replay.status,
-        media_type="application/json",
-        headers={idempotency.REPLAYED_HEADER: "true"},
-    )
+def _accepted_json(accepted: Accepted) -> str:
+    return SendAccepted(
+        id=accepted.id,
+        status=accepted.status,
+        message_id=accepted.message_id_header,
+        created_at=rfc3339(accepted.created_at) or "",
+        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
+    ).model_dump_json()
 
 
 @router.get(

@@ -1,0 +1,103 @@
+"""The per-process API key cache: revocation through the API is immediate, elsewhere bounded.
+
+A key revoked by another process (here: straight in the database, as ``kirim keys revoke``
+does) keeps working in an API process for at most ``api_key_cache_seconds``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from service.db.engine import Database
+from service.db.keys import hash_key, revoke_key
+from service.db.tables import api_keys
+from tests.support.app import live_app, settings_for
+from tests.tenancy.helpers import GOOD, bearer, new_key
+
+pytestmark = pytest.mark.asyncio
+
+
+async def _revoke_elsewhere(url: str, key_id: str) -> None:
+    db = Database(url)
+    try:
+        assert await revoke_key(db, key_id, tenant_id=None, now=time.time())
+    finally:
+        await db.dispose()
+
+
+async def test_revoked_elsewhere_works_until_the_cache_expires(database_url: str) -> None:
+    # A long TTL makes "still cached" certain; the short one below shows it ends.
+    settings = settings_for(database_url, api_key_cache_seconds=300)
+    async with live_app(settings, run_workers=False) as app:
+        key, key_id = await new_key(database_url, tenant="t")
+        admin, _ = await new_key(database_url, tenant="t")
+        assert (
+            await app.client.post("/v1/messages", json=GOOD, headers=bearer(key))
+        ).status_code == 202
+        await _revoke_elsewhere(database_url, key_id)
+        # The documented window: this process still trusts what it looked up.
+        r = await app.client.post("/v1/messages", json=GOOD, headers=bearer(key))
+        assert r.status_code == 202
+        # Revoking through this process's API forgets the key here at once.
+        other, other_id = await new_key(database_url, tenant="t")
+        assert (await app.client.get("/v1/messages", headers=bearer(other))).status_code == 200
+        r = await app.client.delete(f"/v1/keys/{other_id}", headers=bearer(admin))
+        assert r.status_code == 204
+        assert (await app.client.get("/v1/messages", headers=bearer(other))).status_code == 401
+        r = await app.client.post("/v1/messages", json=GOOD, headers=bearer(other))
+        assert r.status_code == 401
+
+
+async def test_revoked_elsewhere_fails_within_the_ttl(database_url: str) -> None:
+    settings = settings_for(database_url, api_key_cache_seconds=0.3)
+    async with live_app(settings, run_workers=False) as app:
+        key, key_id = await new_key(database_url, tenant="t")
+        assert (
+            await app.client.post("/v1/messages", json=GOOD, headers=bearer(key))
+        ).status_code == 202
+        await _revoke_elsewhere(database_url, key_id)
+        await asyncio.sleep(0.5)
+        r = await app.client.post("/v1/messages", json=GOOD, headers=bearer(key))
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_no_cache_reads_every_request(database_url: str) -> None:
+    settings = settings_for(database_url, api_key_cache_seconds=0)
+    async with live_app(settings, run_workers=False) as app:
+        key, key_id = await new_key(database_url, tenant="t")
+        assert (await app.client.get("/v1/messages", headers=bearer(key))).status_code == 200
+        await _revoke_elsewhere(database_url, key_id)
+        assert (await app.client.get("/v1/messages", headers=bearer(key))).status_code == 401
+
+
+async def test_new_keys_work_at_once_and_expiry_is_exact(database_url: str) -> None:
+    settings = settings_for(database_url, api_key_cache_seconds=300)
+    async with live_app(settings, run_workers=False) as app:
+        # Unknown keys are not remembered: a key stored after a refused try works at once.
+        plain = "kirim_created-after-a-refused-try"
+        assert (await app.client.get("/v1/messages", headers=bearer(plain))).status_code == 401
+        db = Database(database_url)
+        try:
+            async with db.write() as conn:
+                await conn.execute(
+                    api_keys.insert().values(
+                        id="key_cache_test",
+                        tenant_id="t",
+                        name="late",
+                        prefix=plain[:12],
+                        key_hash=hash_key(plain),
+                        scopes="messages:read",
+                        created_at=time.time(),
+                    )
+                )
+        finally:
+            await db.dispose()
+        assert (await app.client.get("/v1/messages", headers=bearer(plain))).status_code == 200
+
+        short, _ = await new_key(database_url, tenant="t", expires_in=0.5)
+        assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 200
+        await asyncio.sleep(0.7)
+        assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 401
