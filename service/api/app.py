@@ -11,7 +11,8 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors
+from service.api import errors, heap
+from service.api.fast_send import SendFastLane
 from service.api.limits import BodyLimit, limits_from
 from service.api.routes import (
     admin,
@@ -100,6 +101,7 @@ def create_app(
             hooks_task = asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher")
             bounce_task = start_poller(settings, db, stop)
         app.state.dispatcher = dispatcher
+        heap.settle()
         try:
             yield
         finally:
@@ -141,6 +143,8 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(metrics.router)
     webhooks.document_events(app)
+    # Innermost first: the send fast lane gets the body BodyLimit has read and checked.
+    app.add_middleware(SendFastLane)
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
     )

@@ -62,29 +62,48 @@ def _loc(raw: tuple[Any, ...]) -> tuple[str | int, ...]:
     return tuple(p if isinstance(p, int | str) else str(p) for p in parts)
 
 
+def api_error_response(exc: ApiError, path: str) -> Response:
+    return problem(
+        exc.status,
+        exc.kind,
+        exc.title,
+        exc.detail,
+        errors=exc.errors,
+        headers=exc.headers,
+        instance=path,
+    )
+
+
+def invalid_response(exc: InvalidRequest, path: str) -> Response:
+    return problem(
+        422,
+        "validation-error",
+        "The request is invalid",
+        "; ".join(f"{e.field}: {e.msg}" for e in exc.errors),
+        errors=exc.errors,
+        instance=path,
+    )
+
+
+def unavailable_response(path: str) -> Response:
+    return problem(
+        503,
+        "unavailable",
+        "The database is unavailable; nothing was stored",
+        "Retry the request shortly.",
+        headers={"Retry-After": "2"},
+        instance=path,
+    )
+
+
 def install(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> Response:
-        return problem(
-            exc.status,
-            exc.kind,
-            exc.title,
-            exc.detail,
-            errors=exc.errors,
-            headers=exc.headers,
-            instance=request.url.path,
-        )
+        return api_error_response(exc, request.url.path)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid(request: Request, exc: InvalidRequest) -> Response:
-        return problem(
-            422,
-            "validation-error",
-            "The request is invalid",
-            "; ".join(f"{e.field}: {e.msg}" for e in exc.errors),
-            errors=exc.errors,
-            instance=request.url.path,
-        )
+        return invalid_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
     async def _schema(request: Request, exc: RequestValidationError) -> Response:
@@ -104,14 +123,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(DatabaseUnavailable)
     async def _db_down(request: Request, exc: DatabaseUnavailable) -> Response:
-        return problem(
-            503,
-            "unavailable",
-            "The database is unavailable; nothing was stored",
-            "Retry the request shortly.",
-            headers={"Retry-After": "2"},
-            instance=request.url.path,
-        )
+        return unavailable_response(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

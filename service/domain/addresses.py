@@ -22,8 +22,32 @@ class Address:
     smtputf8: bool = False  # the local part is not ASCII: needs SMTPUTF8 upstream
 
 
+# Parsing is a pure function of the string and email_validator is slow (tens of
+# microseconds an address), while senders and many recipients repeat: outcomes of recent
+# short strings are kept, refusals too. Bounded by entries and by the length of each key.
+_MEMO: dict[str, Address | str] = {}
+_MEMO_ENTRIES = 8192
+_MEMO_KEY_CHARS = 512
+
+
 def parse_address(raw: str) -> Address:
     """Parse and validate one address; raises ``ValueError`` with a user-facing reason."""
+    known = _MEMO.get(raw)
+    if known is None:
+        try:
+            known = _parse(raw)
+        except ValueError as exc:
+            known = str(exc)
+        if len(raw) <= _MEMO_KEY_CHARS:
+            if len(_MEMO) >= _MEMO_ENTRIES:
+                _MEMO.clear()
+            _MEMO[raw] = known
+    if isinstance(known, str):
+        raise ValueError(known)
+    return known
+
+
+def _parse(raw: str) -> Address:
     reason = unsafe_text_reason(raw)
     if reason:
         raise ValueError(reason)
