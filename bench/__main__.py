@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import shlex
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -14,8 +16,18 @@ from pathlib import Path
 
 from bench import scenarios
 from bench.install import ensure_postfix
-from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL
-from bench.report import Result, render_markdown, render_text
+from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, REPO_ROOT, SeedDatabase
+from bench.report import (
+    Result,
+    growth_section,
+    machine,
+    render_growth_markdown,
+    render_growth_text,
+    render_markdown,
+    render_text,
+    with_growth,
+)
+from bench.scenarios import MB
 
 METHOD = """
 Run `python -m bench [--messages N] [--concurrency 64] [--mode single|batch|idle|all]
@@ -48,6 +60,31 @@ tree, sampled four times a second (PSS shares common pages fairly among Postfix'
 processes).
 """
 
+GROWTH_METHOD = """
+Issue 8 asks that, with 1,000,000 messages already stored, accept and delivery rates drop by
+less than 20 % and `kirim serve` stays under 300 MB. `python -m bench --mode growth
+[--preload N] [--messages M] [--database sqlite|postgresql] [--markdown docs/benchmarks.md]`
+measures it in one command and rewrites only this section of the page.
+
+First it fills one database with N messages of history (not timed, reported below): the
+service's own rows (`build_mime`, `submission.record`, the values a settle writes) moved to
+the state delivery leaves them in, written with executemany/COPY oldest first. created_at is
+spread evenly over the past 10 days; most messages belong to the load's tenant, the rest to
+four others; recipients are drawn from 200,000 distinct addresses on 500 domains, one message
+in ten has a second (cc) recipient. Each recipient is sent (1 % hard-bounced, with the address
+suppressed), with one attempt, a queued and a final event; bodies older than the body
+retention (7 days) are already cleared, as retention would have done. SQLite gets no ANALYZE
+(Kirim never runs it); PostgreSQL gets a VACUUM ANALYZE, as autovacuum would have done.
+
+Then, back to back, the single-POST and the batch runs described above, each first on an
+empty database and then on a copy of the preloaded one (a synced file copy on SQLite, a
+template copy on PostgreSQL), each with its own `kirim serve` (API and delivery process)
+and sink. *already stored* is the messages in the database when the run began. *peak MB*
+here is the highest PSS of the `kirim serve` tree from its start to its stop (startup, load,
+deliveries and the status reads that sample latency). The ratios are the preloaded run over
+the empty run of the same mode; the machine is shared, so single runs are noisy.
+"""
+
 Run = Callable[[], Awaitable[Result | None]]
 
 
@@ -55,7 +92,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--mode", choices=("single", "batch", "idle", "all"), default="all")
+    parser.add_argument("--mode", choices=("single", "batch", "idle", "all", "growth"),
+                        default="all",
+                        help="growth: single and batch, empty then preloaded database")  # fmt: skip
+    parser.add_argument("--preload", type=int, metavar="N",
+                        help="Kirim runs start with N delivered messages already stored "
+                             "(growth: 1,000,000 unless given)")  # fmt: skip
+    parser.add_argument("--preload-days", type=float, default=10.0,
+                        help="created_at of stored messages spread over these days")  # fmt: skip
     parser.add_argument("--system", choices=("postfix", "kirim", "both"), default="both")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
@@ -68,14 +112,30 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.messages < 1 or args.concurrency < 1:
         parser.error("--messages and --concurrency must be positive")
+    if args.mode == "growth" and args.preload is None:
+        args.preload = 1_000_000
+    if args.preload is not None and args.preload < 1:
+        parser.error("--preload must be positive")
+    if args.preload and args.mode != "growth" and args.markdown is not None:
+        parser.error("--markdown with --preload is for --mode growth (its own section)")
     return args
 
 
-def _kirim(options: scenarios.Options, mode: str) -> Run:
-    return lambda: scenarios.kirim_run(options, mode)
+def _kirim(options: scenarios.Options, mode: str, seed: SeedDatabase | None = None) -> Run:
+    return lambda: scenarios.kirim_run(options, mode, seed)
 
 
-def plan(args: argparse.Namespace, options: scenarios.Options) -> list[tuple[str, Run]]:
+def plan(
+    args: argparse.Namespace, options: scenarios.Options, seed: SeedDatabase | None = None
+) -> list[tuple[str, Run]]:
+    if args.mode == "growth":
+        assert seed is not None
+        # Each pair back to back, so both halves of a ratio see the same machine.
+        return [
+            (f"kirim {mode}{label}", _kirim(options, mode, s))
+            for mode in ("single", "batch")
+            for label, s in (("", None), (f" with {args.preload:,} stored", seed))
+        ]
     modes = ("single", "batch", "idle") if args.mode == "all" else (args.mode,)
     runs: list[tuple[str, Run]] = []
     if args.system in ("postfix", "both"):
@@ -85,7 +145,7 @@ def plan(args: argparse.Namespace, options: scenarios.Options) -> list[tuple[str
             runs.append(("postfix idle", lambda: scenarios.postfix_idle(options)))
     if args.system in ("kirim", "both"):
         for mode in modes:
-            runs.append((f"kirim {mode}", _kirim(options, mode)))
+            runs.append((f"kirim {mode}", _kirim(options, mode, seed)))
     return runs
 
 
@@ -119,17 +179,68 @@ async def main_async(args: argparse.Namespace) -> int:
         kirim_env=dict(item.split("=", 1) for item in args.kirim_env),
         idle_seconds=args.idle_seconds,
     )
-    results = await run_all(plan(args, options))
+    load_before = os.getloadavg()
+    seed = SeedDatabase(args.database, args.postgres_url) if args.preload else None
+    try:
+        if seed is not None:
+            print(f"preloading {args.preload:,} messages ({args.database}) ...", flush=True)
+            await seed.fill(args.preload, args.preload_days)
+            print(f"  preloaded in {seed.seconds:.1f} s, {seed.size_bytes / MB:,.0f} MB",
+                  flush=True)  # fmt: skip
+        results = await run_all(plan(args, options, seed))
+    finally:
+        if seed is not None:
+            await seed.remove()
     if not results:
         print("no results", file=sys.stderr)
         return 1
     print()
+    command = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
+    if args.mode == "growth":
+        assert seed is not None
+        print(render_growth_text(results))
+        if args.markdown is not None:
+            facts = growth_facts(args, seed, load_before)
+            section = render_growth_markdown(results, command, GROWTH_METHOD, facts)
+            page = args.markdown.read_text() if args.markdown.exists() else ""
+            args.markdown.write_text(with_growth(page, section))
+            print(f"\nwrote the growth section of {args.markdown}")
+        return 0
+    if seed is not None:
+        print(f"(Kirim runs started with {seed.count:,} messages stored)")
     print(render_text(results))
     if args.markdown is not None:
-        command = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
-        args.markdown.write_text(render_markdown(results, command, METHOD))
+        page = render_markdown(results, command, METHOD)
+        # The growth section comes from its own command; keep it.
+        old = growth_section(args.markdown.read_text()) if args.markdown.exists() else None
+        args.markdown.write_text(page if old is None else with_growth(page, old))
         print(f"\nwrote {args.markdown}")
     return 0
+
+
+def growth_facts(
+    args: argparse.Namespace, seed: SeedDatabase, load_before: tuple[float, float, float]
+) -> dict[str, str]:
+    info = machine()
+    return {
+        "database": args.database,
+        "stored history": f"{seed.count:,} messages over {args.preload_days:g} days, "
+        f"{seed.size_bytes / MB:,.0f} MB on disk",
+        "preload time (not in the figures)": f"{seed.seconds:.0f} s",
+        "load average (1 min) before / after": f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}",
+        "machine": f"{info['CPUs (nproc)']} CPUs, {info['CPU model']}, Python {info['Python']}, "
+        f"SQLite {info['SQLite']}",
+        "Kirim commit": info.get("Kirim commit", "unknown") + _uncommitted(),
+    }
+
+
+def _uncommitted() -> str:
+    """Say so when the measured code is not exactly the commit (a shared checkout)."""
+    done = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "service"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    return " plus uncommitted changes in service/" if done.stdout.strip() else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,6 +36,27 @@ def kirim_env(database_url: str, sink_port: int, extra: dict[str, str]) -> dict[
     return env
 
 
+async def run_kirim(env: dict[str, str], cwd: Path, *args: str, deadline: float = 120.0) -> str:
+    """Run one ``kirim`` command to completion; its stdout, or RuntimeError."""
+    process = await asyncio.create_subprocess_exec(
+        *kirim_command(), *args,
+        env=env, cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), deadline)
+    except TimeoutError:
+        raise RuntimeError(f"kirim {' '.join(args)} did not finish") from None
+    finally:
+        await stop_process(process)
+    if process.returncode != 0:
+        raise RuntimeError(f"kirim {' '.join(args)} failed: {err.decode()[-2000:]}")
+    return out.decode()
+
+
 class PostgresDatabase:
     """A throw-away database on a local PostgreSQL server, dropped afterwards."""
 
@@ -58,8 +79,14 @@ class PostgresDatabase:
         finally:
             await connection.close()
 
-    async def create(self) -> None:
-        await self._execute(f'CREATE DATABASE "{self.name}"')
+    async def create(self, template: str | None = None) -> None:
+        if template is None:
+            await self._execute(f'CREATE DATABASE "{self.name}"')
+        else:
+            # FILE_COPY checkpoints around the copy, so the run does not inherit its WAL.
+            await self._execute(
+                f'CREATE DATABASE "{self.name}" TEMPLATE "{template}" STRATEGY FILE_COPY'
+            )
         self.created = True
 
     async def drop(self) -> None:
@@ -70,12 +97,14 @@ class PostgresDatabase:
 
 class KirimServer:
     def __init__(self, sink_port: int, port: int, database: str, postgres_admin_url: str,
-                 extra_env: dict[str, str]) -> None:  # fmt: skip
+                 extra_env: dict[str, str], seed: SeedDatabase | None = None) -> None:  # fmt: skip
         self.sink_port = sink_port
         self.port = port
         self.root = Path(tempfile.mkdtemp(prefix="kirim-bench-"))
         self.postgres = PostgresDatabase(postgres_admin_url) if database == "postgresql" else None
         self.extra_env = extra_env
+        # A preloaded database to start from (copied, so the seed stays as it was).
+        self.seed = seed
         self.api_key = ""
         self._process: asyncio.subprocess.Process | None = None
 
@@ -93,26 +122,19 @@ class KirimServer:
         return kirim_env(url, self.sink_port, self.extra_env)
 
     async def _run(self, *args: str, deadline_seconds: float = 120.0) -> str:
-        process = await asyncio.create_subprocess_exec(
-            *kirim_command(), *args,
-            env=self._env(), cwd=self.root,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )  # fmt: skip
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), deadline_seconds)
-        except TimeoutError:
-            await stop_process(process)
-            raise RuntimeError(f"kirim {' '.join(args)} did not finish") from None
-        if process.returncode != 0:
-            raise RuntimeError(f"kirim {' '.join(args)} failed: {err.decode()[-2000:]}")
-        return out.decode()
+        return await run_kirim(self._env(), self.root, *args, deadline=deadline_seconds)
 
     async def start(self, ready_seconds: float = 60.0) -> None:
+        await self.launch()
+        await self.wait_ready(ready_seconds)
+
+    async def launch(self) -> None:
+        """Database (fresh, or a copy of the seed's), migration, key, then ``kirim serve``."""
         if self.postgres is not None:
-            await self.postgres.create()
+            template = self.seed.postgres if self.seed is not None else None
+            await self.postgres.create(template.name if template is not None else None)
+        elif self.seed is not None:
+            await asyncio.to_thread(self.seed.copy_sqlite, self.root / "kirim.db")
         await self._run("migrate")
         words = (await self._run("keys", "create", "--name", "bench")).split()
         if not words:
@@ -126,6 +148,8 @@ class KirimServer:
             start_new_session=True,
         )  # fmt: skip
         log.close()
+
+    async def wait_ready(self, ready_seconds: float = 60.0) -> None:
         await self._wait_healthy(ready_seconds)
 
     async def _wait_healthy(self, ready_seconds: float) -> None:
@@ -150,6 +174,71 @@ class KirimServer:
         if self._process is not None:
             await stop_process(self._process, grace=10)
             self._process = None
+        if self.postgres is not None:
+            await self.postgres.drop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class SeedDatabase:
+    """A database migrated and preloaded once; every run that starts from it gets a copy.
+
+    On SQLite a file copied (and synced, so no write-back of it overlaps the measured run),
+    on PostgreSQL a database created from it as a template."""
+
+    def __init__(self, database: str, postgres_admin_url: str) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="kirim-bench-seed-"))
+        self.postgres = PostgresDatabase(postgres_admin_url) if database == "postgresql" else None
+        self.count = 0
+        self.seconds = 0.0  # how long the preload took
+        self.size_bytes = 0
+
+    @property
+    def url(self) -> str:
+        return self.postgres.url if self.postgres else f"sqlite:///{self.root}/kirim.db"
+
+    async def fill(self, count: int, days: float) -> None:
+        """Migrate, then write ``count`` delivered messages (``python -m bench.preload``)."""
+        if self.postgres is not None:
+            await self.postgres.create()
+        env = kirim_env(self.url, 0, {})
+        await run_kirim(env, self.root, "migrate")
+        began = time.monotonic()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bench.preload", "--database-url", self.url,
+            "--count", str(count), "--days", str(days),
+            env=env, cwd=REPO_ROOT, stdin=asyncio.subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        try:
+            code = await process.wait()
+        finally:
+            await stop_process(process)
+        if code != 0:
+            raise RuntimeError(f"preload failed with exit code {code}")
+        self.seconds = time.monotonic() - began
+        self.count = count
+        self.size_bytes = await self._size()
+
+    async def _size(self) -> int:
+        if self.postgres is None:
+            return (self.root / "kirim.db").stat().st_size
+        import asyncpg
+
+        connection = await asyncpg.connect(self.postgres.admin_url, timeout=10)
+        try:
+            size = await connection.fetchval("SELECT pg_database_size($1)", self.postgres.name)
+        finally:
+            await connection.close()
+        return int(size)
+
+    def copy_sqlite(self, target: Path) -> None:
+        shutil.copyfile(self.root / "kirim.db", target)
+        descriptor = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+    async def remove(self) -> None:
         if self.postgres is not None:
             await self.postgres.drop()
         shutil.rmtree(self.root, ignore_errors=True)

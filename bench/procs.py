@@ -91,30 +91,53 @@ def tree_pss_bytes(root: int) -> int:
 
 
 class PeakMemory:
-    """Samples a tree's PSS a few times a second until stopped; keeps the maximum."""
+    """Samples a tree's PSS a few times a second until stopped; keeps every sample, so
+    the peak of any stretch of the run can be read afterwards."""
 
     def __init__(self, root: int, interval: float = 0.25) -> None:
         self.root = root
         self.interval = interval
-        self.peak = 0
+        self.samples: list[tuple[float, int]] = []  # (time.monotonic(), bytes)
         self._task: asyncio.Task[None] | None = None
+
+    @property
+    def peak(self) -> int:
+        return self.peak_between()
+
+    def peak_between(self, start: float | None = None, end: float | None = None) -> int:
+        """The highest sample taken from ``start`` to ``end`` (monotonic times, inclusive)."""
+        return max(
+            (
+                size
+                for at, size in self.samples
+                if (start is None or at >= start) and (end is None or at <= end)
+            ),
+            default=0,
+        )
+
+    def sample(self) -> int:
+        size = tree_pss_bytes(self.root)
+        self.samples.append((time.monotonic(), size))
+        return size
 
     async def _run(self) -> None:
         while True:
-            sample = await asyncio.to_thread(tree_pss_bytes, self.root)
-            self.peak = max(self.peak, sample)
+            size = await asyncio.to_thread(tree_pss_bytes, self.root)
+            self.samples.append((time.monotonic(), size))
             await asyncio.sleep(self.interval)
 
     def start(self) -> None:
-        self.peak = tree_pss_bytes(self.root)
+        self.sample()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> int:
+        """Stop sampling (after one last sample); returns the peak of the whole run."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self.peak = max(self.peak, tree_pss_bytes(self.root))
+            self._task = None
+            self.sample()
         return self.peak
 
 

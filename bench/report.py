@@ -25,6 +25,9 @@ class Result:
     cpu_ms: float | None = None  # CPU ms per delivered message, whole process tree
     peak_mb: float | None = None  # peak PSS of the process tree
     notes: list[str] = field(default_factory=list)
+    # Kirim: peak PSS from the start of ``kirim serve`` until it is stopped.
+    peak_whole_mb: float | None = None
+    preloaded: int = 0  # messages already in the database when the run began
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -152,6 +155,152 @@ def render_text(results: list[Result]) -> str:
     if notes:
         parts.append("\n".join(notes))
     return "\n\n".join(parts)
+
+
+# -- growth: the same runs on an empty and on a preloaded database ------------------------
+
+GROWTH_BEGIN = "<!-- growth:begin -->"
+GROWTH_END = "<!-- growth:end -->"
+GROWTH_COLUMNS = ("mode", "already stored", "messages", "msgs/s", "accepts/s", "p50 ms",
+                  "p99 ms", "CPU ms/msg", "peak MB")  # fmt: skip
+GROWTH_RATIO_COLUMNS = ("mode", "msgs/s", "accepts/s", "p50", "p99", "CPU/msg", "peak MB")
+# Issue 8: with the history stored, rates drop by less than 20 %, memory stays under 300 MB.
+GROWTH_MIN_RATIO = 0.80
+GROWTH_MAX_MB = 300.0
+
+
+def _whole_peak(r: Result) -> float | None:
+    return r.peak_whole_mb if r.peak_whole_mb is not None else r.peak_mb
+
+
+def growth_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    return [
+        (
+            r.mode,
+            f"{r.preloaded:,}",
+            f"{r.messages:,}",
+            _cell(r.rate, 0),
+            _cell(r.accept_rate, 0),
+            _cell(r.p50_ms),
+            _cell(r.p99_ms),
+            _cell(r.cpu_ms, 2),
+            _cell(_whole_peak(r)),
+        )
+        for r in results
+        if r.system == "kirim"
+    ]
+
+
+def growth_pairs(results: list[Result]) -> list[tuple[Result, Result]]:
+    """(empty, preloaded) for each mode that has both, in the order the modes ran."""
+    empty = {r.mode: r for r in results if r.system == "kirim" and r.preloaded == 0}
+    return [(empty[r.mode], r) for r in results
+            if r.system == "kirim" and r.preloaded > 0 and r.mode in empty]  # fmt: skip
+
+
+def growth_ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """Each mode's preloaded run against its empty run (with N / empty)."""
+    return [
+        (
+            f"{full.mode}: {full.preloaded:,} / empty",
+            _ratio(full.rate, empty.rate),
+            _ratio(full.accept_rate, empty.accept_rate),
+            _ratio(full.p50_ms, empty.p50_ms),
+            _ratio(full.p99_ms, empty.p99_ms),
+            _ratio(full.cpu_ms, empty.cpu_ms),
+            _ratio(_whole_peak(full), _whole_peak(empty)),
+        )
+        for empty, full in growth_pairs(results)
+    ]
+
+
+def growth_checks(results: list[Result]) -> list[str]:
+    """Issue 8's targets, one line each, met or not."""
+    lines = []
+    for empty, full in growth_pairs(results):
+        for name, before, after in (
+            ("msgs/s", empty.rate, full.rate),
+            ("accepts/s", empty.accept_rate, full.accept_rate),
+        ):
+            if before and after is not None:
+                ratio = after / before
+                verdict = "met" if ratio >= GROWTH_MIN_RATIO else "NOT met"
+                lines.append(
+                    f"{full.mode} {name}: {ratio:.2f}x of the empty run "
+                    f"(target >= {GROWTH_MIN_RATIO:.2f}x): {verdict}"
+                )
+    peaks = [p for r in results if r.system == "kirim" if (p := _whole_peak(r)) is not None]
+    if peaks:
+        verdict = "met" if max(peaks) < GROWTH_MAX_MB else "NOT met"
+        lines.append(
+            f"highest peak of kirim serve: {max(peaks):.1f} MB "
+            f"(target < {GROWTH_MAX_MB:.0f} MB): {verdict}"
+        )
+    return lines
+
+
+def growth_notes(results: list[Result]) -> list[str]:
+    """Each distinct note once, with the runs it came from."""
+    runs: dict[str, list[str]] = {}
+    for r in results:
+        for note in r.notes:
+            runs.setdefault(note, []).append(f"{r.mode} ({r.preloaded:,} stored)")
+    return [f"{', '.join(names)}: {note}" for note, names in runs.items()]
+
+
+def render_growth_text(results: list[Result]) -> str:
+    parts = [text_table(GROWTH_COLUMNS, growth_rows(results))]
+    ratios = growth_ratio_rows(results)
+    if ratios:
+        parts.append(text_table(GROWTH_RATIO_COLUMNS, ratios))
+    parts.append("\n".join(growth_checks(results)))
+    parts.append("\n".join(growth_notes(results)))
+    return "\n\n".join(p for p in parts if p)
+
+
+def render_growth_markdown(
+    results: list[Result], command: str, intro: str, facts: dict[str, str]
+) -> str:
+    """The "Growth" section, between markers so it can be replaced on its own."""
+    parts = [
+        GROWTH_BEGIN,
+        "## Growth",
+        intro.strip(),
+        f"Command: `{command}`",
+        "\n".join(f"- {key}: {value}" for key, value in facts.items()),
+        markdown_table(GROWTH_COLUMNS, growth_rows(results)),
+    ]
+    ratios = growth_ratio_rows(results)
+    if ratios:
+        parts.append(markdown_table(GROWTH_RATIO_COLUMNS, ratios))
+    checks = growth_checks(results)
+    if checks:
+        parts.append("\n".join(f"- {line}" for line in checks))
+    notes = [f"- {line}" for line in growth_notes(results)]
+    if notes:
+        parts += ["### Notes from this run", "\n".join(notes)]
+    parts.append(GROWTH_END)
+    return "\n\n".join(parts) + "\n"
+
+
+def _growth_span(page: str) -> tuple[int, int] | None:
+    start = page.find(GROWTH_BEGIN)
+    end = page.find(GROWTH_END, start)
+    return None if start < 0 or end < 0 else (start, end + len(GROWTH_END))
+
+
+def growth_section(page: str) -> str | None:
+    """The growth section of a page (markers included), if it has one."""
+    span = _growth_span(page)
+    return None if span is None else page[span[0] : span[1]] + "\n"
+
+
+def with_growth(page: str, section: str) -> str:
+    """``page`` with its growth section replaced by ``section`` (appended if it has none)."""
+    span = _growth_span(page)
+    if span is None:
+        return page.rstrip("\n") + "\n\n" + section
+    return page[: span[0]] + section.rstrip("\n") + page[span[1] :]
 
 
 def render_markdown(results: list[Result], command: str, intro: str) -> str:

@@ -12,7 +12,7 @@ import aiosmtplib
 
 from bench import load
 from bench.install import find_tool
-from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer
+from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.postfix import PrivatePostfix
 from bench.procs import PeakMemory, free_port, stop_process, tree_cpu_seconds, wait_quiet
 from bench.report import Result, percentile
@@ -172,15 +172,19 @@ async def postfix_idle(options: Options) -> Result:
         await sink.stop()
 
 
-async def kirim_run(options: Options, mode: str) -> Result | None:
+async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = None) -> Result | None:
+    """One Kirim run; with ``seed``, on a copy of that preloaded database."""
     sink = Sink(free_port())
     server = KirimServer(sink.port, free_port(), options.database,
-                         options.postgres_admin_url, options.kirim_env)  # fmt: skip
+                         options.postgres_admin_url, options.kirim_env, seed)  # fmt: skip
+    memory: PeakMemory | None = None
     try:
         await sink.start()
-        await server.start()
+        await server.launch()
+        # From the first moment of ``kirim serve``: startup on a large database counts too.
         memory = PeakMemory(server.pid)
         memory.start()
+        await server.wait_ready()
         cpu_before = tree_cpu_seconds(server.pid)
         http = load.client(server.base_url, server.api_key, options.concurrency)
         async with http:
@@ -191,7 +195,6 @@ async def kirim_run(options: Options, mode: str) -> Result | None:
             elif mode == "batch":
                 batch = await load.post_batches(http, options.messages, options.concurrency)
                 if batch is None:
-                    await memory.stop()
                     print("batch endpoint not available", flush=True)
                     return None
                 outcome = batch
@@ -200,11 +203,15 @@ async def kirim_run(options: Options, mode: str) -> Result | None:
             expected = len(outcome.ids)
             await sink.wait_for(expected, options.delivery_deadline(expected))
             cpu = await wait_quiet(server.pid) - cpu_before
-            peak = await memory.stop()
+            quiet = time.monotonic()
             api = await load.api_latencies(http, outcome.ids, options.latency_sample, 16)
+        whole = await memory.stop()
+        peak = memory.peak_between(outcome.started, quiet)
         latencies = _arrival_latencies(starts, sink.arrivals) if mode == "idle" else api
         result = _result("kirim", mode, sink, outcome.started, cpu, peak, latencies, expected)
         result.accept_rate = outcome.accept_rate
+        result.peak_whole_mb = whole / MB
+        result.preloaded = seed.count if seed is not None else 0
         if outcome.failures:
             result.notes.append(
                 f"{sum(outcome.failures.values())} requests failed {dict(outcome.failures)}; "
@@ -227,5 +234,7 @@ async def kirim_run(options: Options, mode: str) -> Result | None:
         tail = server.log_tail()
         raise RuntimeError(f"{error}\n--- kirim serve log ---\n{tail}") from None
     finally:
+        if memory is not None:
+            await memory.stop()
         await server.stop()
         await sink.stop()

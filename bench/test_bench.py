@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
@@ -14,10 +15,12 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from bench import load
+from bench import load, preload
 from bench.install import find_tool
+from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.postfix import PrivatePostfix
 from bench.procs import (
+    PeakMemory,
     free_port,
     tree_cpu_seconds,
     tree_pids,
@@ -25,8 +28,23 @@ from bench.procs import (
     wait_gone,
     wait_quiet,
 )
-from bench.report import Result, percentile, ratio_rows, render_markdown, render_text
+from bench.report import (
+    GROWTH_BEGIN,
+    GROWTH_END,
+    Result,
+    growth_checks,
+    growth_ratio_rows,
+    growth_section,
+    percentile,
+    ratio_rows,
+    render_growth_markdown,
+    render_markdown,
+    render_text,
+    with_growth,
+)
 from bench.sink import Sink
+from service.db.engine import Database
+from service.db.reads import get_message, list_messages
 
 needs_sink = pytest.mark.skipif(find_tool("smtp-sink") is None, reason="smtp-sink missing")
 
@@ -214,3 +232,139 @@ async def test_private_postfix_relays_to_sink_and_stops_cleanly() -> None:
         await sink.stop()
     assert wait_gone(master, 5)
     assert not postfix.root.exists()
+
+
+def test_peak_between_reads_a_stretch_of_the_samples() -> None:
+    memory = PeakMemory(os.getpid())
+    memory.samples = [(1.0, 10), (2.0, 50), (3.0, 20), (4.0, 30)]
+    assert memory.peak == 50
+    assert memory.peak_between(2.5, 4.0) == 30
+    assert memory.peak_between(None, 1.5) == 10
+    assert memory.peak_between(5.0, None) == 0
+
+
+def _growth_results() -> list[Result]:
+    return [
+        Result("kirim", "single", 100, 100.0, 200.0, 10.0, 20.0, 5.0, 90.0, ["n"], 95.0),
+        Result("kirim", "single", 100, 90.0, 150.0, 12.0, 30.0, 6.0, 95.0, [], 310.0, 1000),
+        Result("kirim", "batch", 100, 500.0, 3000.0, 10.0, 20.0, 1.0, 90.0, [], 100.0),
+        Result("kirim", "batch", 100, 400.0, 2900.0, 10.0, 20.0, 1.0, 90.0, [], 120.0, 1000),
+    ]
+
+
+def test_growth_ratios_and_targets() -> None:
+    results = _growth_results()
+    assert growth_ratio_rows(results) == [
+        ("single: 1,000 / empty", "0.90x", "0.75x", "1.20x", "1.50x", "1.20x", "3.26x"),
+        ("batch: 1,000 / empty", "0.80x", "0.97x", "1.00x", "1.00x", "1.00x", "1.20x"),
+    ]
+    checks = growth_checks(results)
+    assert "single msgs/s: 0.90x of the empty run (target >= 0.80x): met" in checks
+    assert "single accepts/s: 0.75x of the empty run (target >= 0.80x): NOT met" in checks
+    assert "batch msgs/s: 0.80x of the empty run (target >= 0.80x): met" in checks
+    assert checks[-1] == "highest peak of kirim serve: 310.0 MB (target < 300 MB): NOT met"
+
+
+def test_growth_section_replaces_only_itself() -> None:
+    section = render_growth_markdown(_growth_results(), "python -m bench --mode growth",
+                                     "Intro.", {"database": "sqlite"})  # fmt: skip
+    assert section.startswith(GROWTH_BEGIN) and section.rstrip().endswith(GROWTH_END)
+    assert "| single | 1,000 | 100 | 90 | 150 |" in section
+    page = render_markdown([Result("kirim", "single", 5, 1.0)], "python -m bench", "Intro.")
+    first = with_growth(page, section)
+    assert first.startswith(page.rstrip("\n")) and growth_section(first) == section
+    newer = section.replace("sqlite", "postgresql")
+    second = with_growth(first + "\nafter\n", newer)
+    assert growth_section(second) == newer and second.endswith("\nafter\n")
+    assert second.count(GROWTH_BEGIN) == 1 and second.startswith(page.rstrip("\n"))
+    assert growth_section(page) is None
+    # A note every run shares is printed once, naming the runs.
+    assert "- single (0 stored), batch (0 stored): shared" in render_growth_markdown(
+        [Result("kirim", "single", 1, 1.0, notes=["shared"]),
+         Result("kirim", "batch", 1, 1.0, notes=["shared"])], "c", "i", {},
+    )  # fmt: skip
+
+
+def test_history_message_is_a_finished_delivery() -> None:
+    now = time.time()
+    shape = preload.Shape(count=1, end=now, cc_share=1.0, bounce_share=0.0)
+    rng = random.Random(1)
+    rows = preload.history_message(7, now - 3600, rng, shape)
+    (message,) = rows.messages
+    assert message["mime"] is not None and b"order 00000007" in message["mime"]
+    assert message["message_id_header"].encode() in message["mime"]
+    assert message["size"] == len(message["mime"])
+    emails = [r["email"] for r in rows.recipients]
+    assert all(r["status"] == "sent" and r["sent_at"] > r["created_at"] for r in rows.recipients)
+    assert [a["recipient_id"] for a in rows.attempts] == [r["id"] for r in rows.recipients]
+    assert all(a["code"] == 250 and a["outcome"] == "accepted" for a in rows.attempts)
+    # A queued event, then a sent event, per recipient, numbered like the service does.
+    seqs = [e["seq"] for e in rows.events]
+    assert seqs == list(range(1, 2 * len(emails) + 1)) and message["event_seq"] == seqs[-1]
+    assert [e["type"] for e in rows.events][-len(emails) :] == ["message.sent"] * len(emails)
+    assert rows.suppressions == []
+    for email in emails:
+        assert email.encode() in message["mime"]
+
+    bounced = preload.history_message(
+        8, now - 9 * preload.DAY, rng, preload.Shape(count=1, end=now, bounce_share=1.0)
+    )
+    assert bounced.messages[0]["mime"] is None  # older than the body retention
+    assert {r["status"] for r in bounced.recipients} == {"bounced"}
+    assert [s["email"] for s in bounced.suppressions] == [r["email"] for r in bounced.recipients]
+
+
+def test_created_times_cover_the_days_in_order() -> None:
+    now = time.time()
+    times = preload.created_times(preload.Shape(count=2000, end=now, days=3))
+    assert times == sorted(times) and len(times) == 2000
+    assert now - 3 * preload.DAY <= times[0] < now - 2.5 * preload.DAY
+    assert now - 0.5 * preload.DAY < times[-1] <= now
+
+
+def _postgres_reachable() -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(1)
+        return sock.connect_ex(("127.0.0.1", 5432)) == 0
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+async def test_seed_holds_history_the_service_reads(database: str) -> None:
+    if database == "postgresql" and not _postgres_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    seed = SeedDatabase(database, DEFAULT_POSTGRES_ADMIN_URL)
+    try:
+        await seed.fill(300, days=2)
+        assert seed.count == 300 and seed.seconds > 0 and seed.size_bytes > 0
+        db = Database(seed.url)
+        try:
+            listed = await list_messages(db, tenant_id="default", limit=500, tag="receipt")
+            assert 150 < len(listed) < 300  # the load's tenant has most of them
+            newest = listed[0][0]
+            view = await get_message(db, tenant_id="default", message_id=newest["id"])
+        finally:
+            await db.dispose()
+        assert view is not None and view.status in ("sent", "bounced", "partially_sent")
+        assert len(view.events) == 2 * len(view.recipients) == 2 * len(view.attempts)
+        if database == "sqlite":
+            await _serve_from(seed)
+    finally:
+        await seed.remove()
+    assert not seed.root.exists()
+
+
+async def _serve_from(seed: SeedDatabase) -> None:
+    """``kirim serve`` started from the seed lists its history, on a copy of its own."""
+    server = KirimServer(free_port(), free_port(), "sqlite", "", {}, seed)
+    try:
+        await server.start()
+        async with load.client(server.base_url, server.api_key, 2) as http:
+            listed = (await http.get("/v1/messages", params={"limit": 100})).json()
+        items = next(v for v in listed.values() if isinstance(v, list))
+        assert len(items) == 100  # of the load tenant's ~240
+        assert (server.root / "kirim.db").stat().st_size >= seed.size_bytes
+    finally:
+        await server.stop()
+    assert not server.root.exists()
