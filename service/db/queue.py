@@ -6,12 +6,23 @@ on many rows at once so their cost does not grow with the batch.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, literal, select, true, union_all, update
+from sqlalchemy import (
+    Integer,
+    bindparam,
+    exists,
+    func,
+    literal,
+    select,
+    true,
+    union_all,
+    update,
+)
 
 from service.admin.pauses import domain_matches, unpaused
 from service.db.engine import Database
@@ -105,16 +116,19 @@ async def claim(
     """
     if limit <= 0:
         return []
+    lease = {"b_now": now, "b_owner": owner, "b_token": token, "b_expires": now + lease_seconds}
     rows: list[Any] = []
     async with db.write() as conn:
-        plan = FairClaim(limit, (await conn.execute(_due_pairs(now))).all(), rotation)
+        plan = FairClaim(limit, (await conn.execute(_DUE_PAIRS, {"b_now": now})).all(), rotation)
         while (step := plan.next_round()) is not None:
             priority, quotas = step
-            taken = (
-                await conn.execute(
-                    _take(priority, quotas, now, db.is_sqlite, owner, token, lease_seconds)
-                )
-            ).all()
+            stmt = _take(_padded(len(quotas)), db.is_sqlite)
+            params = {**lease, "b_priority": priority}
+            for i, (tenant, quota) in enumerate(quotas.items()):
+                params[f"b_t{i}"], params[f"b_q{i}"] = tenant, quota
+            for i in range(len(quotas), _padded(len(quotas))):
+                params[f"b_t{i}"], params[f"b_q{i}"] = "", 0  # LIMIT 0: nothing, at once
+            taken = (await conn.execute(stmt, params)).all()
             plan.record(Counter(r.tenant_id for r in taken))
             rows += taken
     claimed = [Claimed(**r._mapping) for r in rows]
@@ -123,14 +137,20 @@ async def claim(
     )
 
 
+def _padded(n: int) -> int:
+    """Tenants per round, rounded up to a power of two: a handful of statement shapes to
+    build and compile once, however the number of tenants varies."""
+    return 1 << max(0, n - 1).bit_length()
+
+
 def _domain_unpaused() -> Any:
     """SQL: the recipient's domain is not paused (``unpaused()`` without the tenant test)."""
     dp = delivery_pauses
     return ~exists().where(dp.c.kind == "domain", domain_matches(dp.c.value))
 
 
-def _due_pairs(now: float) -> Any:
-    """SQL: each (priority, tenant) with a due row, paused tenants left out.
+def _due_pairs() -> Any:
+    """SQL: each (priority, tenant) with a row due at ``:b_now``, paused tenants left out.
 
     Loose index scans, so the cost grows with the number of tenants, not with the backlog:
     the tenants (each step seeks the first one after the previous), the priorities in use
@@ -167,38 +187,35 @@ def _due_pairs(now: float) -> Any:
             tenants.c.tenant_id.is_not(None),
             levels.c.priority.is_not(None),
             ~paused,
-            first_due <= now,
+            first_due <= bindparam("b_now"),
         )
     )
 
 
-def _take(
-    priority: int,
-    quotas: dict[str, int],
-    now: float,
-    is_sqlite: bool,
-    owner: str,
-    token: str,
-    lease_seconds: float,
-) -> Any:
-    """SQL: lease each tenant's ``quota`` oldest due recipients of ``priority``."""
+_DUE_PAIRS = _due_pairs()
+
+
+@functools.lru_cache(maxsize=32)
+def _take(tenants: int, is_sqlite: bool) -> Any:
+    """SQL: lease the ``:b_q<i>`` oldest recipients of tenant ``:b_t<i>`` due at ``:b_now`` at
+    ``:b_priority``, for ``i`` below ``tenants``."""
     r = recipients
     parts = []
-    for tenant, quota in quotas.items():
+    for i in range(tenants):
         oldest = (
             select(r.c.id)
             .where(
                 _claimable(),
-                r.c.tenant_id == tenant,
-                r.c.priority == priority,
-                r.c.next_attempt_at <= now,
+                r.c.tenant_id == bindparam(f"b_t{i}"),
+                r.c.priority == bindparam("b_priority"),
+                r.c.next_attempt_at <= bindparam("b_now"),
                 # Paused tenants were left out when the pairs were found. Testing that again
                 # here would mislead PostgreSQL's planner into sorting the tenant's whole
                 # backlog (it infers the pause for this one tenant is likely to exist).
                 _domain_unpaused(),
             )
             .order_by(r.c.next_attempt_at)
-            .limit(quota)
+            .limit(bindparam(f"b_q{i}", type_=Integer))
         )
         if not is_sqlite:
             # Concurrent workers skip each other's rows. PostgreSQL refuses FOR UPDATE in a
@@ -212,10 +229,10 @@ def _take(
         .where(recipients.c.id.in_(ids))
         .values(
             status=Status.SENDING.value,
-            lease_owner=owner,
-            lease_token=token,
-            lease_expires_at=now + lease_seconds,
-            updated_at=now,
+            lease_owner=bindparam("b_owner"),
+            lease_token=bindparam("b_token"),
+            lease_expires_at=bindparam("b_expires"),
+            updated_at=bindparam("b_now"),
         )
         .returning(
             recipients.c.id,

@@ -117,8 +117,8 @@ async def test_a_small_tenant_is_served_beside_a_flood(database_url: str) -> Non
         async with live_app(settings_for(database_url, smtp.url)) as app:
             small = await make_key(database_url, tenant="small")
             await wait_for(lambda: _started(smtp, "flood"), within=15, interval=0.005)
-            flood_before = sent(smtp, "flood")
             await post_as(app, small, [msg(f"small{i}@example.com") for i in range(20)])
+            flood_before = sent(smtp, "flood")  # committed: the next claim sees them
 
             async def small_done() -> bool:
                 return sent(smtp, "small") == 20
@@ -141,8 +141,8 @@ async def test_high_priority_of_one_tenant_overtakes_another_tenants_low_flood(
         async with live_app(settings_for(database_url, smtp.url)) as app:
             shop = await make_key(database_url, tenant="shop")
             await wait_for(lambda: _started(smtp, "bulk"), within=15, interval=0.005)
-            bulk_before = sent(smtp, "bulk")
             await post_as(app, shop, [msg("otp@example.com", priority="high")])
+            bulk_before = sent(smtp, "bulk")
 
             async def otp_sent() -> bool:
                 return sent(smtp, "otp") == 1
@@ -150,7 +150,8 @@ async def test_high_priority_of_one_tenant_overtakes_another_tenants_low_flood(
             await wait_for(otp_sent, within=30, interval=0.005)
             bulk_after = sent(smtp, "bulk")
     print(f"\nhigh priority went out while the low flood sent {bulk_after - bulk_before} more")
-    assert bulk_after - bulk_before < 400, (bulk_before, bulk_after)
+    # At most what is sent before the next claim (half a batch) and the sessions in use.
+    assert bulk_after - bulk_before < 300, (bulk_before, bulk_after)
     assert bulk_after < 1500
 
 
