@@ -17,7 +17,13 @@ from tests.support.ports import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+# Several tests run at once, each with a few processes (`kirim serve` is two): small pools
+# keep them all within PostgreSQL's 100 connections. A test may ask for more.
+SMALL_POOLS = {"database_pool_size": 4, "database_max_overflow": 4}
+
+
 def kirim_env(**settings: Any) -> dict[str, str]:
+    settings = {**SMALL_POOLS, **settings}
     env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_")}
     env["PYTHONUNBUFFERED"] = "1"
     for k, v in settings.items():
