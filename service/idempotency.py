@@ -25,8 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,25 +134,9 @@ class Idempotency:
         self._last_prune = 0.0
         self._in_flight: set[tuple[str, str]] = set()
 
-    @asynccontextmanager
-    async def claim(
-        self, tenant_id: str, key: str | None, fp: str, now: float | None = None
-    ) -> AsyncIterator[Claim]:
-        now = time.time() if now is None else now
-        claim = Claim(self, tenant_id, key, fp, now)
-        if key is None:
-            yield claim
-            return
-        slot = (tenant_id, key)
-        if slot in self._in_flight:
-            raise _in_flight()
-        self._in_flight.add(slot)
-        try:
-            await self._maybe_prune(now)
-            claim.replay = await self.lookup(tenant_id, key, fp, now)
-            yield claim
-        finally:
-            self._in_flight.discard(slot)
+    def claim(self, tenant_id: str, key: str | None, fp: str, now: float | None = None) -> Claiming:
+        """``async with`` it: the Claim, held until the block ends (409 if already held)."""
+        return Claiming(self, Claim(self, tenant_id, key, fp, time.time() if now is None else now))
 
     async def lookup(self, tenant_id: str, key: str, fp: str, now: float) -> Replay | None:
         """The stored response for this key; 422 on another body, 409 while in flight."""
@@ -203,6 +186,46 @@ class Idempotency:
         async with self.db.write() as conn:
             result = await conn.execute(stmt)
         return int(getattr(result, "rowcount", 0) or 0)
+
+
+class Claiming:
+    """The context of ``Idempotency.claim``; a plain class, as most requests carry no key
+    and should not pay for a generator-based context manager."""
+
+    __slots__ = ("_claim", "_slot", "_store")
+
+    def __init__(self, store: Idempotency, claim: Claim) -> None:
+        self._store = store
+        self._claim = claim
+        self._slot: tuple[str, str] | None = None
+
+    async def __aenter__(self) -> Claim:
+        claim = self._claim
+        if claim.key is None:
+            return claim
+        slot = (claim.tenant_id, claim.key)
+        in_flight = self._store._in_flight
+        if slot in in_flight:
+            raise _in_flight()
+        in_flight.add(slot)
+        self._slot = slot
+        try:
+            await self._store._maybe_prune(claim.now)
+            claim.replay = await self._store.lookup(
+                claim.tenant_id, claim.key, claim.fingerprint, claim.now
+            )
+        except BaseException:
+            self._release()
+            raise
+        return claim
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._slot is not None:
+            self._store._in_flight.discard(self._slot)
+            self._slot = None
 
 
 def _in_flight() -> ApiError:

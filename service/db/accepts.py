@@ -18,10 +18,11 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 
 from service.db.engine import Database, DatabaseUnavailable
+from service.db.plain_insert import insert_rows
 from service.db.suppressions import suppressed_in
 from service.db.tables import events, messages, recipients
 from service.observability import record, tracing
-from service.webhooks.outbox import fan_out
+from service.webhooks import outbox
 
 log = logging.getLogger(__name__)
 
@@ -52,21 +53,28 @@ async def insert_messages(db: Database, items: Sequence[NewMessage]) -> None:
 
 async def _insert(conn: Any, items: Sequence[NewMessage]) -> None:
     finished = await _finish(conn, items)
-    await conn.execute(messages.insert(), [i.message for i in items])
-    await conn.execute(recipients.insert(), [r for i in items for r in i.recipients])
+    await insert_rows(conn, messages, [i.message for i in items])
+    await insert_rows(conn, recipients, [r for i in items for r in i.recipients])
     ev = [e for i in items for e in i.events]
     if ev:
-        inserted = await conn.execute(
-            events.insert().returning(events.c.id, sort_by_parameter_order=True), ev
-        )
-        # The webhook outbox rows commit with the events or not at all.
-        ids = inserted.scalars().all()
-        await fan_out(conn, [{**e, "id": i} for e, i in zip(ev, ids, strict=True)])
+        subscribed = await outbox.subscriptions(conn, {e["tenant_id"] for e in ev})
+        if outbox.wanted_by_any(subscribed, ev):
+            # Deliveries name their event: only then are the new ids needed.
+            inserted = await conn.execute(
+                events.insert().returning(events.c.id, sort_by_parameter_order=True), ev
+            )
+            ids = inserted.scalars().all()
+            # The webhook outbox rows commit with the events or not at all.
+            await outbox.deliver(
+                conn, subscribed, [{**e, "id": i} for e, i in zip(ev, ids, strict=True)]
+            )
+        else:
+            await insert_rows(conn, events, ev)
     extra: dict[Any, list[dict[str, Any]]] = {}
     for table, row in [*(r for i in items for r in i.extra), *finished]:
         extra.setdefault(table, []).append(row)
     for table, rows in extra.items():
-        await conn.execute(table.insert(), rows)
+        await insert_rows(conn, table, rows)
 
 
 async def _finish(conn: Any, items: Sequence[NewMessage]) -> Rows:

@@ -37,6 +37,8 @@ def accepted(item: NewMessage) -> None:
         m = metrics.get()
         m.accepted_messages.inc()
         m.accepted_recipients.inc(len(item.recipients))
+        if not accept_log.isEnabledFor(logging.INFO):
+            return
         msg = item.message
         accept_log.info(
             "accepted",

@@ -51,7 +51,8 @@ def new_span_id() -> str:
 
 
 def new_trace() -> TraceContext:
-    return TraceContext(secrets.token_hex(16), new_span_id(), "00")
+    ids = secrets.token_hex(24)  # one read of the system's randomness for both ids
+    return TraceContext(ids[:32], ids[32:], "00")
 
 
 def parse(value: str | None) -> TraceContext | None:

@@ -9,10 +9,10 @@ wakes a dispatcher in this process (see ``mark_pending``); others poll.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 from service.db.tables import webhook_deliveries, webhook_endpoints
 from service.domain.ids import new_id
@@ -29,22 +29,52 @@ async def fan_out(conn: Any, event_rows_with_ids: Sequence[dict[str, Any]]) -> i
     """
     if not event_rows_with_ids:
         return 0
-    tenants = sorted({e["tenant_id"] for e in event_rows_with_ids})
-    found = await conn.execute(
-        select(
-            webhook_endpoints.c.id, webhook_endpoints.c.tenant_id, webhook_endpoints.c.events
-        ).where(webhook_endpoints.c.tenant_id.in_(tenants), webhook_endpoints.c.enabled)
-    )
-    by_tenant: dict[str, list[tuple[str, list[str]]]] = {}
+    subscribed = await subscriptions(conn, {e["tenant_id"] for e in event_rows_with_ids})
+    return await deliver(conn, subscribed, event_rows_with_ids)
+
+
+Subscriptions = dict[str, list[tuple[str, list[str]]]]  # tenant -> [(endpoint id, types)]
+
+_ENABLED_ENDPOINTS = select(
+    webhook_endpoints.c.id, webhook_endpoints.c.tenant_id, webhook_endpoints.c.events
+).where(
+    webhook_endpoints.c.tenant_id.in_(bindparam("tenants", expanding=True)),
+    webhook_endpoints.c.enabled,
+)
+
+
+async def subscriptions(conn: Any, tenants: Iterable[str]) -> Subscriptions:
+    """The enabled endpoints of ``tenants`` and the event types each wants (one SELECT)."""
+    wanted = sorted(set(tenants))
+    if not wanted:
+        return {}
+    found = await conn.execute(_ENABLED_ENDPOINTS, {"tenants": wanted})
+    by_tenant: Subscriptions = {}
     for endpoint_id, tenant_id, types in found.all():
         by_tenant.setdefault(tenant_id, []).append((endpoint_id, list(types or [])))
-    if not by_tenant:
+    return by_tenant
+
+
+def wanted_by_any(subscribed: Subscriptions, event_rows: Iterable[dict[str, Any]]) -> bool:
+    """Whether any of the events (dicts with ``tenant_id``, ``type``) gets a delivery."""
+    return any(
+        wants(types, e["type"])
+        for e in event_rows
+        for _, types in subscribed.get(e["tenant_id"], ())
+    )
+
+
+async def deliver(
+    conn: Any, subscribed: Subscriptions, event_rows_with_ids: Sequence[dict[str, Any]]
+) -> int:
+    """Insert the deliveries of events with ids for the ``subscriptions`` found."""
+    if not subscribed:
         return 0
     now = time.time()
     rows = [
         delivery_row(endpoint_id, e["tenant_id"], e["id"], e["type"], now)
         for e in event_rows_with_ids
-        for endpoint_id, types in by_tenant.get(e["tenant_id"], ())
+        for endpoint_id, types in subscribed.get(e["tenant_id"], ())
         if wants(types, e["type"])
     ]
     if rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import AwareDatetime
 from sqlalchemy.exc import IntegrityError
@@ -150,13 +151,16 @@ async def accept_send(
 
 
 def _accepted_json(accepted: Accepted) -> str:
-    return SendAccepted(
-        id=accepted.id,
-        status=accepted.status,
-        message_id=accepted.message_id_header,
-        created_at=rfc3339(accepted.created_at) or "",
-        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
-    ).model_dump_json()
+    """The 202 body (``SendAccepted``), built as plain JSON: no model on the hot path."""
+    return orjson.dumps(
+        {
+            "id": accepted.id,
+            "status": accepted.status,
+            "message_id": accepted.message_id_header,
+            "created_at": rfc3339(accepted.created_at) or "",
+            "recipients": [{"id": i, "email": e, "status": s} for i, e, s in accepted.recipients],
+        }
+    ).decode()
 
 
 @router.get(
