@@ -11,14 +11,15 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
+# Two characters per lookup: 13 steps of 10 bits instead of 26 of 5.
+_PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
+
+
 def ulid(now: float | None = None) -> str:
     ms = int((time.time() if now is None else now) * 1000)
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    out = []
-    for _ in range(26):
-        out.append(_ALPHABET[value & 31])
-        value >>= 5
-    return "".join(reversed(out))
+    pairs = _PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
