@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from service.domain import ids
+from service.domain import addresses, ids
 from service.domain.addresses import parse_address
 from service.domain.mime import _date
 
@@ -51,3 +51,43 @@ def test_remembered_addresses_answer_as_the_first_time() -> None:
             parse_address("ann@@example.com")
         messages.append(str(err.value))
     assert messages[0] == messages[1] and messages[0]
+
+
+def _random_address(rng: random.Random) -> str:
+    local_chars = "abcXYZ019_+-." + ("!#$%&'*/=?^`{|}~" if rng.random() < 0.1 else "")
+    domain_chars = "abcdexyzABCXN0129-"
+    if rng.random() < 0.1:
+        local = rng.choice(["postmaster", "Info", "SALES", "abuse", "www"])
+    else:
+        local = "".join(rng.choice(local_chars) for _ in range(rng.choice([1, 3, 8, 63, 64, 65])))
+    labels = []
+    for _ in range(rng.choice([1, 2, 2, 3, 5])):
+        size = rng.choice([1, 2, 5, 12, 62, 63, 64])
+        label = "".join(rng.choice(domain_chars) for _ in range(size))
+        if rng.random() < 0.6:  # mostly well-formed: hyphens inside only
+            label = label.replace("-", "") or "a"
+            if size > 2 and rng.random() < 0.5:
+                label = label[0] + "-" + label[1:]
+        labels.append(label)
+    tld = rng.choice(["com", "ORG", "io", "c", "123", "x1", "local", "test", "localhost", "arpa"])
+    if rng.random() < 0.05:
+        labels[0] = "xn--" + labels[0]
+    domain = ".".join([*labels, tld])
+    if rng.random() < 0.05:
+        domain = domain.replace(".", "..", 1)
+    return f"{local}@{domain}"
+
+
+def test_simple_addresses_get_email_validators_answer() -> None:
+    rng = random.Random(5)
+    fast = 0
+    for _ in range(20_000):
+        address = _random_address(rng)
+        simple = addresses._simple(address)
+        if simple is None:
+            continue
+        fast += 1
+        assert addresses._validated(address) == (simple, False), address
+    for address in ("ann@example.com", "A.B+tag@Mail.Example.COM", "x_y-z@a-b.c0.io"):
+        assert addresses._simple(address) == addresses._validated(address)[0]
+    assert fast > 1_500  # the shapes above reach the fast path often enough to mean something
