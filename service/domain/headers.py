@@ -45,6 +45,14 @@ def unsafe_text_reason(value: str) -> str | None:
     Refuses every control character (CR, LF, NUL, …) and the Unicode line and paragraph
     separators, in the text itself and in any RFC 2047 encoded word it contains.
     """
+    # Printable text (no Cc, Zl or Zp character: the ones refused below) without encoded
+    # words is the usual case; str.isprintable decides it in C.
+    if value.isprintable() and "=?" not in value:
+        return None
+    return _walk(value)
+
+
+def _walk(value: str) -> str | None:
     for text in _with_decoded_words(value):
         for ch in text:
             if ch in "\r\n":

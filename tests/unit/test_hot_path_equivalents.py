@@ -8,7 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
-from service.domain import addresses, ids
+from service.domain import addresses, headers, ids
 from service.domain.addresses import parse_address
 from service.domain.mime import _date
 
@@ -91,3 +91,12 @@ def test_simple_addresses_get_email_validators_answer() -> None:
     for address in ("ann@example.com", "A.B+tag@Mail.Example.COM", "x_y-z@a-b.c0.io"):
         assert addresses._simple(address) == addresses._validated(address)[0]
     assert fast > 1_500  # the shapes above reach the fast path often enough to mean something
+
+
+def test_printable_text_check_matches_the_character_walk() -> None:
+    rng = random.Random(3)
+    pool = "ab Z9~\t\r\n\x00\x7f\x85\u2028\u2029\u00a0\u200b\u3000é😀=?"
+    samples = ["", "plain subject", "=?utf-8?q?a=0Ab?=", "tab\there"]
+    samples += ["".join(rng.choice(pool) for _ in range(rng.randrange(1, 12))) for _ in range(5000)]
+    for text in samples:
+        assert headers.unsafe_text_reason(text) == headers._walk(text), repr(text)
