@@ -489,8 +489,25 @@ def event_data(s: Settlement, seq: int) -> dict[str, Any]:
 
 async def next_due(db: Database) -> float | None:
     """When the earliest waiting recipient becomes due, for an idle worker's sleep."""
-    stmt = select(func.min(recipients.c.next_attempt_at)).where(
-        recipients.c.status.in_(_CLAIMABLE), unpaused()
-    )
     async with db.read() as conn:
-        return (await conn.execute(stmt)).scalar()
+        return (await conn.execute(_NEXT_DUE)).scalar()
+
+
+def _next_due() -> Any:
+    # The earliest row of each priority is one seek in ix_recipients_due; a plain min()
+    # over every claimable row would read the whole backlog.
+    r = recipients
+    firsts = [
+        select(r.c.next_attempt_at)
+        .where(_claimable(), r.c.priority == literal(p, literal_execute=True), unpaused())
+        .order_by(r.c.next_attempt_at)
+        .limit(1)
+        .subquery()
+        for p in _PRIORITIES
+    ]
+    each = union_all(*(select(f.c.next_attempt_at) for f in firsts)).subquery()
+    return select(func.min(each.c.next_attempt_at))
+
+
+_PRIORITIES = (0, 1, 2)  # high, normal, low
+_NEXT_DUE = _next_due()

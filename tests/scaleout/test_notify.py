@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -155,14 +156,27 @@ async def test_notifier_survives_a_lost_connection(pg_url: str) -> None:
         await asyncio.wait_for(task, 10)
 
 
-async def test_signals_on_sqlite_only_wake_the_local_worker(tmp_path: object) -> None:
-    wakes = Wakes()
-    signals = QueueSignals("sqlite:///unused.db", wake=wakes, publish=True)
-    assert signals.notifier is None and signals.listener is None
-    signals.start()
-    signals.committed()
-    assert wakes.count == 1
-    await signals.aclose()
+async def test_signals_on_sqlite_wake_the_local_worker_and_other_processes(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/kirim.db"
+    here, there = Wakes(), Wakes()
+    api = QueueSignals(url, wake=here, publish=True)  # `serve` with in-process workers
+    worker = QueueSignals(url, wake=there, publish=False)  # a `kirim worker` beside it
+    assert api.notifier is None and api.listener is None  # no PostgreSQL connections
+    api.start()
+    worker.start()
+    try:
+        await here.next()  # each listener wakes once as it starts
+        await there.next()
+        api.committed()
+        await there.next()  # through the wake socket
+        await asyncio.sleep(0.05)
+        # The committing process wakes its own worker directly, not through its socket too.
+        assert here.count == 2 and there.count == 2
+    finally:
+        await api.aclose()
+        await worker.aclose()
 
 
 async def test_signals_on_postgresql_publish_and_listen(pg_url: str) -> None:
