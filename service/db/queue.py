@@ -106,20 +106,27 @@ async def claim(
     lease_seconds: float,
     now: float,
     rotation: Rotation | None = None,
+    max_priority: int | None = None,
 ) -> list[Claimed]:
     """Lease up to ``limit`` due recipients: every due high-priority one before any normal
     one before any low one, and within a priority an even share for each tenant.
 
     Within a tenant and priority the oldest due go first. ``rotation`` (kept by the caller
     between claims) decides which tenants get the spare rows of an uneven split. The result
-    is in the order to send: by priority, tenants taking turns.
+    is in the order to send: by priority, tenants taking turns. ``max_priority`` leaves out
+    rows of a lower priority (a larger number).
     """
     if limit <= 0:
         return []
     lease = {"b_now": now, "b_owner": owner, "b_token": token, "b_expires": now + lease_seconds}
     rows: list[Any] = []
     async with db.write() as conn:
-        plan = FairClaim(limit, (await conn.execute(_DUE_PAIRS, {"b_now": now})).all(), rotation)
+        due: list[tuple[int, str]] = [
+            (p, t)
+            for p, t in (await conn.execute(_DUE_PAIRS, {"b_now": now})).all()
+            if max_priority is None or p <= max_priority
+        ]
+        plan = FairClaim(limit, due, rotation)
         while (step := plan.next_round()) is not None:
             priority, quotas = step
             stmt = _take(_padded(len(quotas)), db.is_sqlite)
@@ -493,21 +500,32 @@ async def next_due(db: Database) -> float | None:
         return (await conn.execute(_NEXT_DUE)).scalar()
 
 
-def _next_due() -> Any:
-    # The earliest row of each priority is one seek in ix_recipients_due; a plain min()
-    # over every claimable row would read the whole backlog.
+async def high_due(db: Database, now: float) -> bool:
+    """Whether a high-priority recipient is due (one index seek, on a read connection)."""
+    async with db.read() as conn:
+        first = (await conn.execute(_FIRST_DUE_HIGH)).scalar()
+    return first is not None and first <= now
+
+
+def _first_due(priority: int) -> Any:
+    """SQL: when the earliest waiting recipient of ``priority`` is due (one index seek)."""
     r = recipients
-    firsts = [
+    return (
         select(r.c.next_attempt_at)
-        .where(_claimable(), r.c.priority == literal(p, literal_execute=True), unpaused())
+        .where(_claimable(), r.c.priority == literal(priority, literal_execute=True), unpaused())
         .order_by(r.c.next_attempt_at)
         .limit(1)
-        .subquery()
-        for p in _PRIORITIES
-    ]
+    )
+
+
+def _next_due() -> Any:
+    # The earliest row of each priority; a plain min() over every claimable row would read
+    # the whole backlog.
+    firsts = [_first_due(p).subquery() for p in _PRIORITIES]
     each = union_all(*(select(f.c.next_attempt_at) for f in firsts)).subquery()
     return select(func.min(each.c.next_attempt_at))
 
 
 _PRIORITIES = (0, 1, 2)  # high, normal, low
 _NEXT_DUE = _next_due()
+_FIRST_DUE_HIGH = _first_due(0)

@@ -40,6 +40,8 @@ from service.observability import record
 log = logging.getLogger(__name__)
 
 FAULT_AFTER_SMTP = "after_smtp_before_settle"
+HIGH = 0  # priority value of `high`
+EXPRESS_ROWS = 16  # high-priority rows a full worker may take beyond its batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +118,16 @@ class Worker:
         backoff = 0.1
         while not stop.is_set():
             capacity = self.opt.batch_size - self.inflight
+            # A full worker woken by new mail still takes a few high-priority rows at once
+            # (they go to the next free session), so a one-time code never waits for the
+            # low-priority rows this worker already holds to be sent.
+            express = capacity <= 0 and self._wake.is_set() and capacity > -EXPRESS_ROWS
+            if express:
+                self._wake.clear()
+                with contextlib.suppress(DatabaseUnavailable):
+                    express = await queue.high_due(self.db, self.clock())
             claimed: list[queue.Claimed] = []
-            if capacity > 0:
+            if capacity > 0 or express:
                 self._wake.clear()
                 token = uuid.uuid4().hex
                 try:
@@ -125,10 +135,11 @@ class Worker:
                         self.db,
                         owner=self.name,
                         token=token,
-                        limit=capacity,
+                        limit=EXPRESS_ROWS if express else capacity,
                         lease_seconds=self.opt.lease_seconds,
                         now=self.clock(),
                         rotation=self._rotation,
+                        max_priority=HIGH if express else None,
                     )
                     backoff = 0.1
                 except Exception as exc:
