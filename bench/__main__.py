@@ -42,8 +42,10 @@ relay every message to it; neither the load generator nor the sink is counted as
 - **postfix throughput**: a private Postfix instance (own `main.cf`/`master.cf`, queue and log
   in a temp dir, loopback only, `relayhost` = the sink, concurrency and process limits at
   their defaults), fed by `smtp-source` with one message per SMTP session.
-- **kirim single**: `kirim serve` (API and in-process workers) with a fresh database; one
-  `POST /v1/messages` per message from keep-alive HTTP/1.1 connections (httpx).
+- **kirim single**: `kirim serve` (its default layout: an API process and a delivery
+  process) with a fresh database; one `POST /v1/messages` per message from keep-alive
+  HTTP/1.1 connections (a lean client writing prepared requests, `bench/raw_http.py`: a
+  general-purpose Python client costs about as much CPU per request as the server).
 - **kirim batch**: the same through `POST /v1/messages/batch`, 500 messages per request.
 - **idle**: a paced trickle (10 messages/s for 20 s); latency is from submission start (SMTP
   session or POST) to the sink's receipt.

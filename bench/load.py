@@ -64,23 +64,6 @@ async def _post_one(http: httpx.AsyncClient, index: int, outcome: LoadOutcome) -
     return str(response.json()["id"])
 
 
-async def post_singles(http: httpx.AsyncClient, count: int, concurrency: int) -> LoadOutcome:
-    """``count`` POST /v1/messages from ``concurrency`` keep-alive connections at once."""
-    outcome = LoadOutcome()
-    indexes = iter(range(count))
-
-    async def worker() -> None:
-        for index in indexes:
-            message_id = await _post_one(http, index, outcome)
-            if message_id is not None:
-                outcome.ids.append(message_id)
-
-    outcome.started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    outcome.finished = time.monotonic()
-    return outcome
-
-
 def _batch_ids(payload: Any) -> list[str]:
     """Message ids out of a batch response, whichever list key the API uses."""
     items: Any = payload

@@ -10,7 +10,7 @@ from email.message import EmailMessage
 
 import aiosmtplib
 
-from bench import load
+from bench import load, raw_http
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.postfix import PrivatePostfix
@@ -199,7 +199,10 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
                     return None
                 outcome = batch
             else:
-                outcome = await load.post_singles(http, options.messages, options.concurrency)
+                outcome = await raw_http.post_singles(
+                    "127.0.0.1", server.port, server.api_key, options.messages,
+                    options.concurrency, load.message,
+                )  # fmt: skip
             expected = len(outcome.ids)
             await sink.wait_for(expected, options.delivery_deadline(expected))
             cpu = await wait_quiet(server.pid) - cpu_before

@@ -15,7 +15,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from bench import load, preload
+from bench import load, preload, raw_http
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.postfix import PrivatePostfix
@@ -162,7 +162,7 @@ async def test_post_singles_and_latency_sample_against_http_server() -> None:
 
     server, port = await _serve(handler)
     async with server, load.client(f"http://127.0.0.1:{port}", "k", 4) as http:
-        outcome = await load.post_singles(http, 10, 4)
+        outcome = await raw_http.post_singles("127.0.0.1", port, "k", 10, 4, load.message)
         assert len(seen) == 10 and len(outcome.ids) == 9
         assert outcome.failures == {"500": 1} and "boom" in outcome.first_failure
         assert seen[0]["to"] == [load.RECIPIENT] and len(seen[0]["text"]) == 512
