@@ -245,6 +245,9 @@ async def _worker_main(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    from service.api import heap
+
+    heap.settle()  # the delivery loop allocates as much as the request path
     log.info("worker %s started", worker.name)
     try:
         await asyncio.gather(
