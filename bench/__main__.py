@@ -182,6 +182,9 @@ async def main_async(args: argparse.Namespace) -> int:
         idle_seconds=args.idle_seconds,
     )
     load_before = os.getloadavg()
+    # The code measured is the code at the start: the checkout may change during the run.
+    info = machine()
+    info["Kirim commit"] = info.get("Kirim commit", "unknown") + _uncommitted()
     seed = SeedDatabase(args.database, args.postgres_url) if args.preload else None
     try:
         if seed is not None:
@@ -202,7 +205,7 @@ async def main_async(args: argparse.Namespace) -> int:
         assert seed is not None
         print(render_growth_text(results))
         if args.markdown is not None:
-            facts = growth_facts(args, seed, load_before)
+            facts = growth_facts(args, seed, load_before, info)
             section = render_growth_markdown(results, command, GROWTH_METHOD, facts)
             page = args.markdown.read_text() if args.markdown.exists() else ""
             args.markdown.write_text(with_growth(page, section))
@@ -221,9 +224,11 @@ async def main_async(args: argparse.Namespace) -> int:
 
 
 def growth_facts(
-    args: argparse.Namespace, seed: SeedDatabase, load_before: tuple[float, float, float]
+    args: argparse.Namespace,
+    seed: SeedDatabase,
+    load_before: tuple[float, float, float],
+    info: dict[str, str],
 ) -> dict[str, str]:
-    info = machine()
     return {
         "database": args.database,
         "stored history": f"{seed.count:,} messages over {args.preload_days:g} days, "
@@ -232,17 +237,17 @@ def growth_facts(
         "load average (1 min) before / after": f"{load_before[0]:.1f} / {os.getloadavg()[0]:.1f}",
         "machine": f"{info['CPUs (nproc)']} CPUs, {info['CPU model']}, Python {info['Python']}, "
         f"SQLite {info['SQLite']}",
-        "Kirim commit": info.get("Kirim commit", "unknown") + _uncommitted(),
+        "Kirim commit (at the start)": info["Kirim commit"],
     }
 
 
 def _uncommitted() -> str:
     """Say so when the measured code is not exactly the commit (a shared checkout)."""
     done = subprocess.run(
-        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "service"],
+        ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--", "service", "bench"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
-    return " plus uncommitted changes in service/" if done.stdout.strip() else ""
+    return " plus uncommitted changes in service/ or bench/" if done.stdout.strip() else ""
 
 
 def main(argv: list[str] | None = None) -> int:
