@@ -53,6 +53,15 @@ def _send(client: httpx.Client, to: str) -> None:
     assert r.status_code == 202, r.text
 
 
+def _sent_metric(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("kirim_deliveries_total{") and 'status="sent"' in line
+    )
+
+
 def _env(tmp_path: Path, sink: SmtpSink) -> dict[str, str]:
     return kirim_env(
         database_url=f"sqlite:///{tmp_path}/kirim.db",
@@ -97,6 +106,10 @@ def test_delivery_runs_in_a_child_that_is_woken_and_restarted(tmp_path: Path) ->
             )
             _send(client, "after@example.com")
             wait_until(lambda: sink.total() == 12, timeout=30, what="delivery by the new child")
+            # The API's /metrics adds up its children, the killed one included.
+            wait_until(
+                lambda: _sent_metric(client) == 12, timeout=20, what="deliveries in /metrics"
+            )
             client.close()
             (replacement,) = _children(api.pid)
         finally:
