@@ -6,16 +6,13 @@ change adds a query per message, these counts grow and the test says so.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
-from service.db.engine import Database
 from tests.support.app import live_app, settings_for, wait_for
 from tests.support.smtpd import RecordingSmtpServer
+from tests.support.statements import counting
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,23 +29,6 @@ ACCEPT_BUDGET = {"sqlite": 7.0, "postgresql": 6.0}
 # 0.3-0.9 on PostgreSQL here), so this is a ceiling against per-message regressions of the
 # claim and settle design (one settle per recipient would be about 9), not a tight budget.
 DELIVERY_BUDGET = {"sqlite": 5.0, "postgresql": 3.0}
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[dict[str, int]]:
-    counts = {"n": 0}
-
-    def on_execute(*_: Any) -> None:
-        counts["n"] += 1
-
-    engines = {id(e): e for e in (db.writer, db.reader)}.values()
-    for e in engines:
-        event.listen(e.sync_engine, "before_cursor_execute", on_execute)
-    try:
-        yield counts
-    finally:
-        for e in engines:
-            event.remove(e.sync_engine, "before_cursor_execute", on_execute)
 
 
 def _body(i: int) -> dict[str, Any]:

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from service.admin import pauses
 from service.db import queue
@@ -26,6 +24,7 @@ from service.domain.ids import new_id
 from tests.sending.conftest import msg
 from tests.support.app import live_app, make_key, settings_for, wait_for
 from tests.support.smtpd import RecordingHandler, RecordingSmtpServer
+from tests.support.statements import counting
 
 pytestmark = pytest.mark.asyncio
 
@@ -326,20 +325,3 @@ async def _statuses(db: Database, tenant: str) -> dict[str, int]:
 
 async def _started(smtp: RecordingSmtpServer, prefix: str) -> bool:
     return sent(smtp, prefix) > 0
-
-
-@contextmanager
-def counting(db: Database) -> Iterator[dict[str, int]]:
-    counts = {"n": 0}
-
-    def on_execute(*_: Any) -> None:
-        counts["n"] += 1
-
-    engines = {id(e): e for e in (db.writer, db.reader)}.values()
-    for e in engines:
-        event.listen(e.sync_engine, "before_cursor_execute", on_execute)
-    try:
-        yield counts
-    finally:
-        for e in engines:
-            event.remove(e.sync_engine, "before_cursor_execute", on_execute)

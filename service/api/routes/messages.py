@@ -7,13 +7,12 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import AwareDatetime
-from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from service import idempotency, sending, submission
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
-from service.api.replay import replayed
+from service.api.replay import commit_or_replay, replayed
 from service.api.runtime import Runtime
 from service.api.schemas import (
     PRIORITY_NAME,
@@ -139,14 +138,8 @@ async def accept_send(
             return claim.row(202, answer[0])
 
         submission.suppress_later(rows, accepted, respond)
-        try:
-            await rt.committer.submit(rows)
-        except IntegrityError:
-            # Another process stored this key first: answer as it did.
-            replay = await claim.resolve_conflict()
-            if replay is None:
-                raise
-            return replayed(replay)
+        if (lost := await commit_or_replay(rt, claim, rows)) is not None:
+            return lost  # another process stored this key first: its answer
     return Response(answer[0], status_code=202, media_type="application/json")
 
 

@@ -7,13 +7,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Request
-from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
-from service.api.replay import replayed
+from service.api.replay import commit_or_replay, replayed
 from service.api.runtime import Runtime
 from service.api.schemas import PRIORITY_VALUE, RecipientState, SendAccepted, SendRequest, rfc3339
 from service.api.sending_schemas import CancelResult, RawSendRequest
@@ -156,14 +155,8 @@ async def send_raw(
             recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in accepted.recipients],
         ).model_dump_json()
         rows.extra.extend(claim.row(202, content))
-        try:
-            await rt.committer.submit(rows)
-        except IntegrityError:
-            # Another process stored this key first: answer as it did.
-            replay = await claim.resolve_conflict()
-            if replay is None:
-                raise
-            return replayed(replay)
+        if (lost := await commit_or_replay(rt, claim, rows)) is not None:
+            return lost  # another process stored this key first: its answer
     return Response(content, status_code=202, media_type="application/json")
 
 
