@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,7 @@ class Database:
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
         """A writing transaction (BEGIN IMMEDIATE on SQLite), committed on exit."""
-        try:
+        with _unavailable_mapped():
             if self.is_sqlite:
                 conn = await self._begin_sqlite()
                 try:
@@ -120,17 +120,6 @@ class Database:
             else:
                 async with self.writer.begin() as conn:
                     yield conn
-        except (
-            OperationalError,
-            DBAPIError,
-            PendingRollbackError,
-            PoolTimeout,
-            OSError,
-            ConnectionError,
-        ) as exc:
-            if _is_unavailable(exc):
-                raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
-            raise
 
     async def _begin_sqlite(self) -> AsyncConnection:
         """BEGIN IMMEDIATE, waiting for another process's write lock in short slices.
@@ -160,7 +149,7 @@ class Database:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
-        try:
+        with _unavailable_mapped():
             if self.is_sqlite:
                 # Not ``async with``: its exit closes in a task of its own, a hop through the
                 # loop per read during which other requests check out more connections (the
@@ -174,22 +163,29 @@ class Database:
             else:
                 async with self.reader.connect() as conn:
                     yield conn
-        except (
-            OperationalError,
-            DBAPIError,
-            PendingRollbackError,
-            PoolTimeout,
-            OSError,
-            ConnectionError,
-        ) as exc:
-            if _is_unavailable(exc):
-                raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
-            raise
 
     async def dispose(self) -> None:
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
+
+
+@contextmanager
+def _unavailable_mapped() -> Iterator[None]:
+    """Turn a lost, refused or locked database into ``DatabaseUnavailable`` (a 503)."""
+    try:
+        yield
+    except (
+        OperationalError,
+        DBAPIError,
+        PendingRollbackError,
+        PoolTimeout,
+        OSError,
+        ConnectionError,
+    ) as exc:
+        if _is_unavailable(exc):
+            raise DatabaseUnavailable(str(exc).splitlines()[0]) from exc
+        raise
 
 
 def _is_unavailable(exc: BaseException) -> bool:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.scaleout.cluster import SmtpSink, wait_until
+from tests.support.http_receiver import HttpReceiver
 from tests.support.process import KirimProcess, kirim_cli, kirim_env
 
 pytestmark = pytest.mark.slow
@@ -134,3 +135,37 @@ def test_a_child_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
         finally:
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
+
+
+def test_a_webhook_queued_by_the_api_process_is_sent_by_its_child_at_once(
+    tmp_path: Path,
+) -> None:
+    # The API process runs no dispatcher: its commit announces the new webhook delivery to
+    # the child's dispatcher over the wake socket. With a 30 s poll, nothing else explains
+    # an arrival within seconds.
+    with SmtpSink() as sink, HttpReceiver().start() as receiver:
+        env = {**_env(tmp_path, sink), "KIRIM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+        key = kirim_cli(env, "keys", "create", "--name", "hooks").strip()
+        api = KirimProcess(env, "serve", log=tmp_path / "serve.log").start()
+        try:
+            client = httpx.Client(
+                base_url=api.base_url, headers={"Authorization": f"Bearer {key}"}, trust_env=False
+            )
+            r = client.post(
+                "/v1/webhooks",
+                json={"url": receiver.url_for("/hook"), "events": ["message.queued"]},
+            )
+            assert r.status_code == 201, r.text
+            _send(client, "warm@example.com")
+            receiver.wait_for(1, timeout=60)  # the child is up and listening
+            time.sleep(0.2)  # its dispatcher falls back into its 30 s idle wait
+            started = time.monotonic()
+            _send(client, "hooked@example.com")
+            got = receiver.wait_for(2, timeout=15)
+            took = time.monotonic() - started
+            client.close()
+        finally:
+            api.stop()
+        print(f"\nmessage.queued webhook from the child: {took * 1000:.0f} ms")
+        assert all(b'"message.queued"' in req.body for req in got)
+        assert b"hooked@example.com" in got[1].body
