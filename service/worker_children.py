@@ -55,11 +55,6 @@ class WorkerChildren:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.restarts = 0
-
-    @property
-    def pids(self) -> list[int]:
-        return [c.proc.pid for c in self._children if c.proc and c.proc.poll() is None]
 
     def start(self) -> None:
         for child in self._children:
@@ -102,7 +97,6 @@ class WorkerChildren:
             child.restart_at = now + child.backoff
             child.backoff = min(child.backoff * 2, RESTART_MAX)
         if now >= child.restart_at:
-            self.restarts += 1
             self._spawn(child)
 
     def stop(self) -> None:
