@@ -76,9 +76,14 @@ def test_b10_queue_lifetime_expiry(
     database_url: str, smtp: ScriptedSmtpServer, tmp_path: Path
 ) -> None:
     smtp.script = Script(rcpt=_always_451)
-    with serve(database_url, smtp.url(), tmp_path, queue_lifetime=1.5) as (_, api):
+    with serve(database_url, smtp.url(), tmp_path, queue_lifetime=2.0) as (_, api):
+        # The delivery child may still be starting; a lifetime that ends before the first try
+        # is a correct verdict but not the one under test, so wait until a try has been made.
+        warm = api.send(["b10-warm@example.com"])["id"]
+        wait_until(lambda: len(api.get(warm)["attempts"]) >= 1, what="the worker's first try")
         mid = api.send(["b10@example.com"])["id"]
         msg = api.wait_all(mid, "failed")
+        api.wait_all(warm, "failed")  # accepted first, so it has expired too: no more tries
         tries, conns = len(msg["attempts"]), len(smtp.connections)
         time.sleep(1.0)
         after = api.get(mid)
