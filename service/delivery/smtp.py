@@ -7,7 +7,7 @@ Usage::
     await transport.aclose()
 
 Up to ``pool_size`` sessions run at once; a session is reused for the next transaction
-(aiosmtplib does not pipeline, so throughput comes from many warm connections). A session
+(with PIPELINING where the upstream offers it, see ``smtp_transaction``). A session
 that broke, or sat idle longer than ``idle_timeout``, is closed instead of reused.
 """
 
@@ -104,7 +104,7 @@ class SmtpTransport:
             except BaseException:
                 # Unexpected errors and cancellation: never put a session in an
                 # unknown state back into the pool.
-                session.smtp.close()
+                session.wire.close()
                 raise
             self._checkin(session)
             return
@@ -112,12 +112,17 @@ class SmtpTransport:
     async def _send_on(
         self, session: Session, progress: Progress, recipients: list[str], reused: bool
     ) -> None:
-        smtp = session.smtp
-        envelope = self._envelope(smtp, progress, recipients)
+        envelope = self._envelope(session.smtp, progress, recipients)
         pending = progress.undecided(recipients)
         if pending and envelope is not None:
             await run_transactions(
-                smtp, progress, pending, envelope, self.timeouts, self.max_rcpt, reused=reused
+                session.wire,
+                progress,
+                pending,
+                envelope,
+                self.timeouts,
+                self.max_rcpt,
+                reused=reused,
             )
             session.transactions += 1
 
@@ -153,7 +158,7 @@ class SmtpTransport:
                 return None
             options.append(f"SIZE={len(job.data)}")
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        return Envelope(tuple(options), encoding)
+        return Envelope(tuple(options), encoding, smtp.supports_extension("pipelining"))
 
     async def _checkout(self, force_new: bool) -> tuple[Session, bool]:
         now = time.monotonic()
@@ -174,7 +179,7 @@ class SmtpTransport:
     def _checkin(self, session: Session) -> None:
         session.last_used = time.monotonic()
         if self._closed or not session.connected:
-            session.smtp.close()
+            session.wire.close()
             return
         self._idle.append(session)
 

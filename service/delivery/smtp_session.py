@@ -19,6 +19,7 @@ from aiosmtplib import SMTPResponseException
 
 from service.delivery.smtp_reply import clean_text, local_reply, protocol_error, server_reply
 from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts, TlsMode
+from service.delivery.smtp_wire import Wire, WireError
 from service.delivery.transport import Reply, Stage
 
 
@@ -33,7 +34,10 @@ class SessionError(Exception):
 
 @dataclass(slots=True)
 class Session:
+    """An open session: what the upstream offered (``smtp``) and its command channel."""
+
     smtp: aiosmtplib.SMTP
+    wire: Wire
     tls_version: str | None
     opened_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
@@ -41,14 +45,18 @@ class Session:
 
     @property
     def connected(self) -> bool:
-        return self.smtp.is_connected
+        return self.wire.connected
+
+    def supports(self, extension: str) -> bool:
+        return self.smtp.supports_extension(extension)
 
     async def close(self, quit_timeout: float = 1.0) -> None:
         """Say QUIT if the peer is still there, then drop the socket regardless."""
-        if self.smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
-                await self.smtp.quit(timeout=quit_timeout)
-        self.smtp.close()
+        if self.wire.connected and quit_timeout > 0:
+            with contextlib.suppress(WireError, OSError):
+                self.wire.write(b"QUIT\r\n")
+                await self.wire.reply(quit_timeout)
+        self.wire.close()
 
 
 def build_tls_context(verify: bool) -> ssl.SSLContext:
@@ -84,10 +92,15 @@ async def open_session(
         await _ehlo(smtp, timeouts)
         await _apply_tls_policy(smtp, target, timeouts)
         await _authenticate(smtp, target, timeouts)
+        transport = smtp.transport
+        if transport is None or not smtp.is_connected:
+            raise SessionError(Stage.HELO, local_reply("connection lost during session setup"))
+        tls_version = _tls_version(smtp)
+        wire = Wire.adopt(transport)
     except BaseException:
         smtp.close()
         raise
-    return Session(smtp=smtp, tls_version=_tls_version(smtp))
+    return Session(smtp=smtp, wire=wire, tls_version=tls_version)
 
 
 async def _connect_socket(host: str, port: int, limit: float) -> socket.socket:

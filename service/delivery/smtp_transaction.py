@@ -3,22 +3,23 @@
 Per RFC 5321: a refused RCPT affects only that recipient; 452 (and 552, §4.5.3.1.10) at
 RCPT means "send the rest in another transaction"; a reply to MAIL, DATA or the final dot
 covers the whole transaction; losing the connection after the final dot leaves the
-outcome unknown (RFC 1047), which is reported, never guessed.
+outcome unknown (RFC 1047), which is reported, never guessed. Where the upstream offers
+PIPELINING (RFC 2920), MAIL, every RCPT and DATA go out in one write and their replies are
+read in order afterwards: one round trip instead of two plus one per recipient.
 """
 
 from __future__ import annotations
 
-import asyncio
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import aiosmtplib
-from aiosmtplib import SMTPResponseException
 from aiosmtplib.email import parse_address
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
 from service.delivery.smtp_reply import clean_text, local_reply, protocol_error, server_reply
 from service.delivery.smtp_url import SmtpTimeouts
+from service.delivery.smtp_wire import Wire, WireError, WireGarbage, WireTimeout
 from service.delivery.transport import Outcome, Outgoing, RecipientResult, Reply, Stage
 
 _STAGE_ORDER = {stage: i for i, stage in enumerate(Stage)}
@@ -77,10 +78,11 @@ class Envelope:
 
     options: tuple[str, ...]
     encoding: str
+    pipelining: bool = False
 
 
 async def run_transactions(
-    smtp: aiosmtplib.SMTP,
+    wire: Wire,
     progress: Progress,
     pending: list[str],
     envelope: Envelope,
@@ -97,14 +99,14 @@ async def run_transactions(
     while pending:
         batch = pending[:max_rcpt]
         deferred = await _transaction(
-            smtp, progress, pending, batch, envelope, timeouts, first_on_reused=first and reused
+            wire, progress, pending, batch, envelope, timeouts, first_on_reused=first and reused
         )
         first = False
         pending = deferred + progress.undecided(pending[len(batch) :])
 
 
 async def _transaction(
-    smtp: aiosmtplib.SMTP,
+    wire: Wire,
     progress: Progress,
     pending: list[str],
     batch: list[str],
@@ -117,145 +119,238 @@ async def _transaction(
     job = progress.job
     progress.reach(Stage.MAIL)
     try:
-        await smtp.mail(
-            bare_address(job.mail_from),
-            options=list(envelope.options),
-            encoding=envelope.encoding,
-            timeout=timeouts.mail,
-        )
-    except SMTPResponseException as exc:
-        if not _is_final_code(exc.code) or exc.code == _CLOSING:
-            raise _broken(smtp, Stage.MAIL, exc, first_on_reused) from None
-        # A refused sender would be refused in every later transaction too.
-        progress.decide(
-            pending, _outcome(exc.code), Stage.MAIL, server_reply(exc.code, exc.message)
-        )
-        return []
-    except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+        mail = _command(b"MAIL FROM:", job.mail_from, envelope, envelope.options)
+    except ValueError as exc:
         reply = local_reply(f"invalid sender address: {exc}", "5.1.7")
         progress.decide(pending, Outcome.PERMANENT, Stage.MAIL, reply)
         return []
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        raise _broken(smtp, Stage.MAIL, exc, first_on_reused) from None
-
-    accepted, deferred = await _recipients(smtp, progress, batch, envelope, timeouts)
-    if not accepted:
-        await _reset(smtp, timeouts, Stage.RCPT)
-        return deferred
-    await _data(smtp, progress, accepted, timeouts)
-    return deferred
-
-
-async def _recipients(
-    smtp: aiosmtplib.SMTP,
-    progress: Progress,
-    batch: list[str],
-    envelope: Envelope,
-    timeouts: SmtpTimeouts,
-) -> tuple[list[str], list[str]]:
-    progress.reach(Stage.RCPT)
-    accepted: list[str] = []
-    for index, rcpt in enumerate(batch):
+    rcpts: list[tuple[str, bytes]] = []
+    for rcpt in batch:
         try:
-            await smtp.rcpt(bare_address(rcpt), encoding=envelope.encoding, timeout=timeouts.rcpt)
-        except SMTPResponseException as exc:
-            if not _is_final_code(exc.code) or exc.code == _CLOSING:
-                raise _broken(smtp, Stage.RCPT, exc) from None
-            if exc.code in _TOO_MANY and accepted:
-                return accepted, batch[index:]
-            reply = server_reply(exc.code, exc.message)
-            progress.decide([rcpt], _outcome(exc.code), Stage.RCPT, reply)
-            continue
-        except (ValueError, aiosmtplib.SMTPNotSupported) as exc:
+            rcpts.append((rcpt, _command(b"RCPT TO:", rcpt, envelope, ())))
+        except ValueError as exc:
             reply = local_reply(f"invalid recipient address: {exc}", "5.1.3")
             progress.decide([rcpt], Outcome.PERMANENT, Stage.RCPT, reply)
-            continue
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise _broken(smtp, Stage.RCPT, exc) from None
+    if not rcpts:
+        return []
+    if envelope.pipelining:
+        return await _pipelined(wire, progress, pending, mail, rcpts, timeouts, first_on_reused)
+
+    wire.write(mail)
+    code, text = await _reply(wire, Stage.MAIL, timeouts.mail, first_on_reused)
+    if not _mail_taken(progress, pending, code, text, first_on_reused, wire):
+        return []
+    progress.reach(Stage.RCPT)
+    accepted: list[str] = []
+    for index, (rcpt, command) in enumerate(rcpts):
+        wire.write(command)
+        code, text = await _reply(wire, Stage.RCPT, timeouts.rcpt)
+        if code in _TOO_MANY and accepted:
+            await _data_step(wire, progress, accepted, timeouts)
+            return [r for r, _ in rcpts[index:]]
+        _rcpt_verdict(progress, rcpt, code, text, accepted, wire)
+    if not accepted:
+        await _reset(wire, timeouts, Stage.RCPT)
+        return []
+    await _data_step(wire, progress, accepted, timeouts)
+    return []
+
+
+async def _pipelined(
+    wire: Wire,
+    progress: Progress,
+    pending: list[str],
+    mail: bytes,
+    rcpts: list[tuple[str, bytes]],
+    timeouts: SmtpTimeouts,
+    first_on_reused: bool,
+) -> list[str]:
+    """RFC 2920: MAIL, the RCPTs and DATA in one write, then every reply in order."""
+    wire.write(b"".join([mail, *(c for _, c in rcpts), b"DATA\r\n"]))
+    mail_code, mail_text = await _reply(wire, Stage.MAIL, timeouts.mail, first_on_reused)
+    mail_taken = _mail_taken(progress, pending, mail_code, mail_text, first_on_reused, wire)
+    if mail_taken:
+        progress.reach(Stage.RCPT)
+    accepted: list[str] = []
+    too_many: list[tuple[str, int, str]] = []
+    for rcpt, _ in rcpts:
+        code, text = await _reply(wire, Stage.RCPT, timeouts.rcpt)
+        if not mail_taken:
+            _check_open(wire, Stage.RCPT, code, text)  # refusals of a refused MAIL's RCPTs
+        elif code in _TOO_MANY:
+            too_many.append((rcpt, code, text))
+        else:
+            _rcpt_verdict(progress, rcpt, code, text, accepted, wire)
+    data_code, data_text = await _reply(wire, Stage.DATA, timeouts.data)
+    if not mail_taken or not accepted:
+        # "Too many recipients" with none accepted is an ordinary refusal of each.
+        for rcpt, code, text in too_many:
+            _rcpt_verdict(progress, rcpt, code, text, accepted, wire)
+        if data_code == 354:  # DATA accepted with no recipient: end it with an empty message
+            wire.write(b".\r\n")
+            await _reply(wire, Stage.DATA, timeouts.final_dot)
+        else:
+            _check_open(wire, Stage.DATA, data_code, data_text)
+            if mail_taken:
+                await _reset(wire, timeouts, Stage.DATA)
+        return []
+    await _after_data_reply(wire, progress, accepted, timeouts, data_code, data_text)
+    return [rcpt for rcpt, _, _ in too_many]
+
+
+def _check_open(wire: Wire, stage: Stage, code: int, text: str) -> None:
+    """Raise ``SessionBroken`` for a reply that ends the session (421, or not a reply code)."""
+    if not _is_final_code(code) or code == _CLOSING:
+        raise _broken_by_code(wire, stage, code, text)
+
+
+def _mail_taken(
+    progress: Progress,
+    pending: list[str],
+    code: int,
+    text: str,
+    first_on_reused: bool,
+    wire: Wire,
+) -> bool:
+    if 200 <= code <= 299:
+        return True
+    if not _is_final_code(code) or code == _CLOSING:
+        raise _broken_by_code(wire, Stage.MAIL, code, text, first_on_reused)
+    # A refused sender would be refused in every later transaction too.
+    progress.decide(pending, _outcome(code), Stage.MAIL, server_reply(code, text))
+    return False
+
+
+def _rcpt_verdict(
+    progress: Progress, rcpt: str, code: int, text: str, accepted: list[str], wire: Wire
+) -> None:
+    if 200 <= code <= 299:
         accepted.append(rcpt)
-    return accepted, []
+        return
+    _check_open(wire, Stage.RCPT, code, text)
+    progress.decide([rcpt], _outcome(code), Stage.RCPT, server_reply(code, text))
 
 
-async def _data(
-    smtp: aiosmtplib.SMTP, progress: Progress, accepted: list[str], timeouts: SmtpTimeouts
+async def _data_step(
+    wire: Wire, progress: Progress, accepted: list[str], timeouts: SmtpTimeouts
 ) -> None:
     progress.reach(Stage.DATA)
-    try:
-        response = await smtp.execute_command(b"DATA", timeout=timeouts.data)
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        raise _broken(smtp, Stage.DATA, exc) from None
-    if response.code != 354:
-        if not _is_final_code(response.code) or response.code == _CLOSING:
-            refusal = SMTPResponseException(response.code, response.message)
-            raise _broken(smtp, Stage.DATA, refusal) from None
-        reply = server_reply(response.code, response.message)
-        progress.decide(accepted, _outcome(response.code), Stage.DATA, reply)
-        await _reset(smtp, timeouts, Stage.DATA)
+    wire.write(b"DATA\r\n")
+    code, text = await _reply(wire, Stage.DATA, timeouts.data)
+    await _after_data_reply(wire, progress, accepted, timeouts, code, text)
+
+
+async def _after_data_reply(
+    wire: Wire,
+    progress: Progress,
+    accepted: list[str],
+    timeouts: SmtpTimeouts,
+    code: int,
+    text: str,
+) -> None:
+    progress.reach(Stage.DATA)
+    if code != 354:
+        _check_open(wire, Stage.DATA, code, text)
+        progress.decide(accepted, _outcome(code), Stage.DATA, server_reply(code, text))
+        await _reset(wire, timeouts, Stage.DATA)
         return
 
-    await _send_body(smtp, progress.job.data, timeouts)
+    await _send_body(wire, progress.job.data, timeouts)
     # From here on the upstream may hold the message: silence is not a failure.
     progress.reach(Stage.DOT)
-    protocol = smtp.protocol
     try:
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("connection lost")
-        response = await protocol.read_response(timeout=timeouts.final_dot)
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        smtp.close()
-        if isinstance(exc, aiosmtplib.SMTPTimeoutError):
+        code, text = await wire.reply(timeouts.final_dot)
+    except WireError as exc:
+        wire.close()
+        if isinstance(exc, WireTimeout):
             text = f"no reply within {timeouts.final_dot:g}s after the final dot"
-        elif isinstance(exc, SMTPResponseException):
-            text = f"invalid reply after the final dot: {exc.message}"
+        elif isinstance(exc, WireGarbage):
+            text = f"invalid reply after the final dot: {exc}"
         else:
             text = "connection lost after the final dot, before the reply"
         reply = local_reply(f"{text}; the message may have been delivered")
         progress.decide(accepted, Outcome.UNKNOWN, Stage.DOT, reply, possible_duplicate=True)
         raise SessionBroken(Stage.DOT, local_reply(f"not attempted: {text}")) from None
 
-    if not _is_final_code(response.code):
-        smtp.close()
-        reply = protocol_error(f"reply {response.code} after the final dot: {response.message}")
+    if not _is_final_code(code):
+        wire.close()
+        reply = protocol_error(f"reply {code} after the final dot: {text}")
         progress.decide(accepted, Outcome.UNKNOWN, Stage.DOT, reply, possible_duplicate=True)
         raise SessionBroken(Stage.DOT, reply)
-    reply = server_reply(response.code, response.message)
-    progress.decide(accepted, _outcome(response.code), Stage.DOT, reply)
-    if response.code == _CLOSING:
-        smtp.close()
+    reply = server_reply(code, text)
+    progress.decide(accepted, _outcome(code), Stage.DOT, reply)
+    if code == _CLOSING:
+        wire.close()
         raise SessionBroken(Stage.DOT, reply)
 
 
-async def _send_body(smtp: aiosmtplib.SMTP, data: bytes, timeouts: SmtpTimeouts) -> None:
+async def _send_body(wire: Wire, data: bytes, timeouts: SmtpTimeouts) -> None:
     """Write the body block by block, waiting for each to leave, then the final dot.
 
     Waiting per block gives the RFC's data-block timeout, and it means that a connection
     lost while the body is still going out is known to have happened before the dot.
     """
-    payload = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(data))
+    payload = wire_payload(data)
     last = max(0, (len(payload) - 1) // _BLOCK * _BLOCK)
-    protocol = smtp.protocol
     try:
-        if protocol is None:
-            raise aiosmtplib.SMTPServerDisconnected("connection lost")
         for start in range(0, last, _BLOCK):
-            protocol.write(payload[start : start + _BLOCK])
-            await asyncio.wait_for(protocol._drain_helper(), timeouts.data_block)
-        protocol.write(payload[last:] + b".\r\n")
-    except TimeoutError:
-        smtp.close()
+            wire.write(payload[start : start + _BLOCK])
+            await wire.drain(timeouts.data_block)
+        wire.write(payload[last:] + b".\r\n")
+    except WireTimeout:
+        wire.close()
         text = f"upstream stopped reading the message for {timeouts.data_block:g}s"
         raise SessionBroken(Stage.DATA, local_reply(text)) from None
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        smtp.close()
+    except WireError as exc:
+        wire.close()
         text = f"connection lost while sending the message, before the final dot: {exc}"
         raise SessionBroken(Stage.DATA, local_reply(text)) from None
 
 
-async def _reset(smtp: aiosmtplib.SMTP, timeouts: SmtpTimeouts, stage: Stage) -> None:
+def wire_payload(data: bytes) -> bytes:
+    """``data`` with CRLF line endings and dot-stuffing, ready to follow DATA."""
+    crlf = data.count(b"\r\n")
+    if data.count(b"\n") != crlf or data.count(b"\r") != crlf:
+        data = normalize_message_line_endings(data)
+    if data.startswith(b".") or b"\n." in data:
+        data = PERIOD_REGEX.sub(b"..", data)
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    return data
+
+
+async def _reset(wire: Wire, timeouts: SmtpTimeouts, stage: Stage) -> None:
+    wire.write(b"RSET\r\n")
+    code, text = await _reply(wire, stage, timeouts.command)
+    if not 200 <= code <= 299:
+        raise _broken_by_code(wire, stage, code, text)
+
+
+async def _reply(
+    wire: Wire, stage: Stage, limit: float, first_on_reused: bool = False
+) -> tuple[int, str]:
     try:
-        await smtp.rset(timeout=timeouts.command)
-    except (aiosmtplib.SMTPException, OSError) as exc:
-        raise _broken(smtp, stage, exc) from None
+        return await wire.reply(limit)
+    except WireTimeout:
+        wire.close()
+        raise SessionBroken(stage, local_reply(f"no reply at {stage.value} (timed out)")) from None
+    except WireGarbage as exc:
+        wire.close()
+        raise SessionBroken(stage, protocol_error(str(exc))) from None
+    except WireError as exc:
+        wire.close()
+        text = f"connection lost at {stage.value}: {clean_text(str(exc))}"
+        raise SessionBroken(
+            stage, local_reply(text), no_reply_at_first_mail=first_on_reused
+        ) from None
+
+
+# RFC 5321 §4.1.2 dot-atom local part and an LDH domain: what ``parse_address`` returns
+# unchanged, checked without the email package's parser (a tenth of the worker's CPU).
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
 
 
 def bare_address(address: str) -> str:
@@ -264,27 +359,34 @@ def bare_address(address: str) -> str:
     aiosmtplib parses "Name <addr>" forms, so ``"x\\r\\nRCPT TO:<other@host>"`` would be
     silently sent as ``other@host``; an envelope address must go out exactly as given.
     """
-    if parse_address(address) != address:
+    if _PLAIN_ADDRESS.fullmatch(address) is None and parse_address(address) != address:
         raise ValueError(f"not a bare envelope address: {address!r}")
     return address
 
 
-def _broken(
-    smtp: aiosmtplib.SMTP, stage: Stage, exc: BaseException, first_on_reused: bool = False
+def _command(verb: bytes, address: str, envelope: Envelope, options: Sequence[str]) -> bytes:
+    """``MAIL FROM:<a> OPTS`` / ``RCPT TO:<a>`` as bytes, or ``ValueError``."""
+    try:
+        encoded = bare_address(address).encode(envelope.encoding)
+    except UnicodeEncodeError:
+        raise ValueError(f"{address!r} needs SMTPUTF8") from None
+    line = verb + b"<" + encoded + b">"
+    if options:
+        line += b" " + " ".join(options).encode("ascii")
+    if b"\r" in line or b"\n" in line:
+        raise ValueError("command contains a line break")
+    return line + b"\r\n"
+
+
+def _broken_by_code(
+    wire: Wire, stage: Stage, code: int, text: str, first_on_reused: bool = False
 ) -> SessionBroken:
-    smtp.close()
-    if isinstance(exc, SMTPResponseException):
-        if _is_final_code(exc.code):
-            return SessionBroken(
-                stage, server_reply(exc.code, exc.message), no_reply_at_first_mail=first_on_reused
-            )
-        if exc.code < 0:
-            return SessionBroken(stage, protocol_error(exc.message))
-        return SessionBroken(stage, protocol_error(f"unexpected reply {exc.code}: {exc.message}"))
-    if isinstance(exc, aiosmtplib.SMTPTimeoutError):
-        return SessionBroken(stage, local_reply(f"no reply at {stage.value} (timed out)"))
-    text = f"connection lost at {stage.value}: {clean_text(str(exc)) or type(exc).__name__}"
-    return SessionBroken(stage, local_reply(text), no_reply_at_first_mail=first_on_reused)
+    wire.close()
+    if _is_final_code(code):
+        return SessionBroken(
+            stage, server_reply(code, text), no_reply_at_first_mail=first_on_reused
+        )
+    return SessionBroken(stage, protocol_error(f"unexpected reply {code}: {text}"))
 
 
 def _is_final_code(code: int) -> bool:

@@ -243,6 +243,10 @@ class _Transaction:
 
 
 class ScriptedSmtpServer:
+    # Set to False to run a whole test module against servers that never offer PIPELINING,
+    # whatever their scripts say (the client then takes its one-command-at-a-time path).
+    offer_pipelining = True
+
     def __init__(
         self,
         script: Script | None = None,
@@ -476,7 +480,7 @@ class ScriptedSmtpServer:
             await wire.send([f"250 {script.hostname}"])
             return
         features = []
-        if script.pipelining:
+        if script.pipelining and self.offer_pipelining:
             features.append("PIPELINING")
         if script.size is not None:
             features.append(f"SIZE {script.size}" if script.size else "SIZE")

@@ -14,7 +14,15 @@ if _ROOT not in sys.path:
 
 from service.delivery.smtp import SmtpTransport  # noqa: E402
 from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts  # noqa: E402
+from tests.support.smtp_script import ScriptedSmtpServer  # noqa: E402
 from tests.transport.smtp_helpers import FAST, MakeTransport  # noqa: E402
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["pipelined", "stepwise"])
+def pipelining(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every transport test runs against servers with and without PIPELINING (RFC 2920)."""
+    monkeypatch.setattr(ScriptedSmtpServer, "offer_pipelining", request.param)
+    return bool(request.param)
 
 
 @pytest.fixture
