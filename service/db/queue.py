@@ -27,11 +27,13 @@ from sqlalchemy import (
 from service.admin.pauses import domain_matches, unpaused
 from service.db.engine import Database
 from service.db.leases import still_held
+from service.db.plain_insert import insert_rows
+from service.db.plain_statement import PlainStatement
 from service.db.suppressions import suppress_hard_bounces
-from service.db.tables import attempts, delivery_pauses, events, messages, recipients
+from service.db.tables import attempts, delivery_pauses, messages, recipients
 from service.domain.fair_share import FairClaim, Rotation, interleave
 from service.domain.status import Status
-from service.webhooks.outbox import fan_out
+from service.webhooks.outbox import record_events
 
 _CLAIMABLE = (Status.SCHEDULED.value, Status.QUEUED.value, Status.DEFERRED.value)
 
@@ -123,7 +125,7 @@ async def claim(
     async with db.write() as conn:
         due: list[tuple[int, str]] = [
             (p, t)
-            for p, t in (await conn.execute(_DUE_PAIRS, {"b_now": now})).all()
+            for p, t in await _DUE_PAIRS.rows(conn, {"b_now": now})
             if max_priority is None or p <= max_priority
         ]
         plan = FairClaim(limit, due, rotation)
@@ -135,10 +137,10 @@ async def claim(
                 params[f"b_t{i}"], params[f"b_q{i}"] = tenant, quota
             for i in range(len(quotas), _padded(len(quotas))):
                 params[f"b_t{i}"], params[f"b_q{i}"] = "", 0  # LIMIT 0: nothing, at once
-            taken = (await conn.execute(stmt, params)).all()
-            plan.record(Counter(r.tenant_id for r in taken))
+            taken = await stmt.rows(conn, params)
+            plan.record(Counter(r[2] for r in taken))  # by tenant_id
             rows += taken
-    claimed = [Claimed(**r._mapping) for r in rows]
+    claimed = [Claimed(*r) for r in rows]
     return sorted(
         interleave(claimed, key=lambda c: (c.priority, c.tenant_id)), key=lambda c: c.priority
     )
@@ -199,13 +201,13 @@ def _due_pairs() -> Any:
     )
 
 
-_DUE_PAIRS = _due_pairs()
+_DUE_PAIRS = PlainStatement(_due_pairs())
 
 
 @functools.lru_cache(maxsize=32)
-def _take(tenants: int, is_sqlite: bool) -> Any:
+def _take(tenants: int, is_sqlite: bool) -> PlainStatement:
     """SQL: lease the ``:b_q<i>`` oldest recipients of tenant ``:b_t<i>`` due at ``:b_now`` at
-    ``:b_priority``, for ``i`` below ``tenants``."""
+    ``:b_priority``, for ``i`` below ``tenants``; returns the fields of ``Claimed``."""
     r = recipients
     parts = []
     for i in range(tenants):
@@ -231,7 +233,7 @@ def _take(tenants: int, is_sqlite: bool) -> Any:
         # A sub-select either way: SQLite allows no LIMIT on a bare UNION member.
         parts.append(select(oldest.subquery().c.id))
     ids = parts[0] if len(parts) == 1 else union_all(*parts)
-    return (
+    take = (
         update(recipients)
         .where(recipients.c.id.in_(ids))
         .values(
@@ -253,10 +255,19 @@ def _take(tenants: int, is_sqlite: bool) -> Any:
             recipients.c.priority,
         )
     )
+    return PlainStatement(take)
 
 
 async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, MessageBody]:
-    stmt = select(
+    if not message_ids:
+        return {}
+    async with db.read() as conn:
+        rows = await _BODIES.rows(conn, {"b_ids": list(message_ids)})
+    return {r[0]: MessageBody(*r) for r in rows}
+
+
+_BODIES = PlainStatement(
+    select(
         messages.c.id,
         messages.c.tenant_id,
         messages.c.sender,
@@ -265,10 +276,8 @@ async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, Mes
         messages.c.tags,
         messages.c.metadata,
         messages.c.traceparent,
-    ).where(messages.c.id.in_(list(message_ids)))
-    async with db.read() as conn:
-        rows = (await conn.execute(stmt)).all()
-    return {r[0]: MessageBody(*r) for r in rows}
+    ).where(messages.c.id.in_(bindparam("b_ids", expanding=True)))
+)
 
 
 async def extend_leases(
@@ -368,30 +377,8 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
         if not live:
             return []
 
-        await conn.execute(
-            update(recipients)
-            .where(recipients.c.id == bindparam("b_id"))
-            .values(
-                status=bindparam("b_status"),
-                attempts=bindparam("b_attempts"),
-                next_attempt_at=func.coalesce(
-                    bindparam("b_next", type_=recipients.c.next_attempt_at.type),
-                    recipients.c.next_attempt_at,
-                ),
-                lease_owner=None,
-                lease_token=None,
-                lease_expires_at=None,
-                lease_lost=False,
-                possible_duplicate=recipients.c.possible_duplicate
-                | bindparam("b_dup", type_=recipients.c.possible_duplicate.type),
-                reason=bindparam("b_reason"),
-                last_code=bindparam("b_code"),
-                last_enhanced=bindparam("b_enhanced"),
-                last_reply=bindparam("b_reply"),
-                last_stage=bindparam("b_stage"),
-                sent_at=bindparam("b_sent_at"),
-                updated_at=now,
-            ),
+        await _SETTLE_RECIPIENT.executemany(
+            conn,
             [
                 {
                     "b_id": s.recipient_id,
@@ -405,46 +392,71 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
                     "b_reply": s.reply,
                     "b_stage": s.stage,
                     "b_sent_at": now if s.status == Status.SENT.value else None,
+                    "b_now": now,
                 }
                 for s in live
             ],
         )
         tried = [s for s in live if s.attempted]
-        if tried:
-            await conn.execute(
-                attempts.insert(),
-                [
-                    {
-                        "recipient_id": s.recipient_id,
-                        "message_id": s.message_id,
-                        "number": s.attempt_number,
-                        "started_at": s.started_at,
-                        "duration": s.duration,
-                        "outcome": s.outcome,
-                        "stage": s.stage,
-                        "code": s.code,
-                        "enhanced": s.enhanced,
-                        "reply": s.reply,
-                        "possible_duplicate": s.possible_duplicate,
-                        "worker": s.token[:64],
-                    }
-                    for s in tried
-                ],
-            )
+        await insert_rows(
+            conn,
+            attempts,
+            [
+                {
+                    "recipient_id": s.recipient_id,
+                    "message_id": s.message_id,
+                    "number": s.attempt_number,
+                    "started_at": s.started_at,
+                    "duration": s.duration,
+                    "outcome": s.outcome,
+                    "stage": s.stage,
+                    "code": s.code,
+                    "enhanced": s.enhanced,
+                    "reply": s.reply,
+                    "possible_duplicate": s.possible_duplicate,
+                    "worker": s.token[:64],
+                }
+                for s in tried
+            ],
+        )
         await _write_events(conn, db, live, now)
         await suppress_hard_bounces(conn, db.is_sqlite, live, now)
     return [s.recipient_id for s in live]
+
+
+_SETTLE_RECIPIENT = PlainStatement(
+    update(recipients)
+    .where(recipients.c.id == bindparam("b_id"))
+    .values(
+        status=bindparam("b_status"),
+        attempts=bindparam("b_attempts"),
+        next_attempt_at=func.coalesce(
+            bindparam("b_next", type_=recipients.c.next_attempt_at.type),
+            recipients.c.next_attempt_at,
+        ),
+        lease_owner=None,
+        lease_token=None,
+        lease_expires_at=None,
+        lease_lost=False,
+        possible_duplicate=recipients.c.possible_duplicate
+        | bindparam("b_dup", type_=recipients.c.possible_duplicate.type),
+        reason=bindparam("b_reason"),
+        last_code=bindparam("b_code"),
+        last_enhanced=bindparam("b_enhanced"),
+        last_reply=bindparam("b_reply"),
+        last_stage=bindparam("b_stage"),
+        sent_at=bindparam("b_sent_at"),
+        updated_at=bindparam("b_now"),
+    )
+)
 
 
 async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now: float) -> None:
     by_message: dict[str, list[Settlement]] = defaultdict(list)
     for s in live:
         by_message[s.message_id].append(s)
-    seq_q = select(messages.c.id, messages.c.event_seq).where(messages.c.id.in_(list(by_message)))
-    if not db.is_sqlite:
-        # Serialises sequence numbers between workers settling the same message.
-        seq_q = seq_q.order_by(messages.c.id).with_for_update()
-    last = {r[0]: r[1] for r in (await conn.execute(seq_q)).all()}
+    seqs = _EVENT_SEQS[db.is_sqlite]
+    last = dict(await seqs.rows(conn, {"b_ids": list(by_message)}))
     rows: list[dict[str, Any]] = []
     for mid, group in by_message.items():
         seq = last.get(mid, 0)
@@ -462,19 +474,25 @@ async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now
                 }
             )
         last[mid] = seq
-    await conn.execute(
-        update(messages)
-        .where(messages.c.id == bindparam("b_id"))
-        .values(event_seq=bindparam("b_seq")),
-        [{"b_id": mid, "b_seq": last[mid]} for mid in by_message],
-    )
-    inserted = await conn.execute(
-        events.insert().returning(events.c.id, sort_by_parameter_order=True), rows
-    )
+    await _SET_EVENT_SEQ.executemany(conn, [{"b_id": m, "b_seq": last[m]} for m in by_message])
     # The webhook outbox rows commit with the events or not at all.
-    await fan_out(
-        conn, [{**r, "id": i} for r, i in zip(rows, inserted.scalars().all(), strict=True)]
+    await record_events(conn, rows)
+
+
+def _event_seqs(is_sqlite: bool) -> PlainStatement:
+    q = select(messages.c.id, messages.c.event_seq).where(
+        messages.c.id.in_(bindparam("b_ids", expanding=True))
     )
+    if not is_sqlite:
+        # Serialises sequence numbers between workers settling the same message.
+        q = q.order_by(messages.c.id).with_for_update()
+    return PlainStatement(q)
+
+
+_EVENT_SEQS = {True: _event_seqs(True), False: _event_seqs(False)}
+_SET_EVENT_SEQ = PlainStatement(
+    update(messages).where(messages.c.id == bindparam("b_id")).values(event_seq=bindparam("b_seq"))
+)
 
 
 def event_data(s: Settlement, seq: int) -> dict[str, Any]:

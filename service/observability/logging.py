@@ -15,6 +15,8 @@ import logging
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
+
 from service import logs
 from service.settings import Settings
 
@@ -74,7 +76,10 @@ class JsonFormatter(logging.Formatter):
             doc["exc"] = record.exc_text
         if record.stack_info:
             doc["stack"] = record.stack_info
-        return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return orjson.dumps(doc, default=str).decode()
+        except TypeError:  # keys that are not strings, integers too large for JSON
+            return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):

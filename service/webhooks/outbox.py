@@ -2,8 +2,9 @@
 
 Runs inside the transaction that writes the events (accept or settle), so a committed
 state change always has its deliveries: a crash can lose neither. It costs one SELECT
-and, when something matches, one executemany INSERT per transaction. The commit then
-wakes a dispatcher in this process (see ``mark_pending``); others poll.
+and, when something matches, one executemany INSERT per transaction (``record_events``
+adds the events' own INSERT, and a SELECT of their ids when a delivery needs them).
+The commit then wakes a dispatcher in this process (see ``mark_pending``); others poll.
 """
 
 from __future__ import annotations
@@ -14,12 +15,40 @@ from typing import Any
 
 from sqlalchemy import bindparam, select
 
-from service.db.tables import webhook_deliveries, webhook_endpoints
+from service.db.plain_insert import insert_rows
+from service.db.reserved_ids import reserve_ids
+from service.db.tables import events, webhook_deliveries, webhook_endpoints
 from service.domain.ids import new_id
 from service.webhooks.events import wants, webhook_id
 
 # Key in the DBAPI connection's info dict: "this transaction created deliveries".
 PENDING_FLAG = "kirim.webhooks.pending"
+
+
+async def record_events(conn: Any, event_rows: Sequence[dict[str, Any]]) -> int:
+    """Insert ``event_rows`` (events rows without ids) and their deliveries.
+
+    Ids are only needed when a delivery names its event, so they are reserved only then,
+    and the events go in with one plain executemany either way. Returns how many delivery
+    rows were written.
+    """
+    if not event_rows:
+        return 0
+    subscribed = await subscriptions(conn, {e["tenant_id"] for e in event_rows})
+    if not wanted_by_any(subscribed, event_rows):
+        await insert_rows(conn, events, event_rows)
+        return 0
+    ids = await reserve_ids(conn, events, len(event_rows))
+    if ids is None:
+        inserted = await conn.execute(
+            events.insert().returning(events.c.id, sort_by_parameter_order=True), event_rows
+        )
+        ids = list(inserted.scalars().all())
+        with_ids = [{**e, "id": i} for e, i in zip(event_rows, ids, strict=True)]
+    else:
+        with_ids = [{**e, "id": i} for e, i in zip(event_rows, ids, strict=True)]
+        await insert_rows(conn, events, with_ids)
+    return await deliver(conn, subscribed, with_ids)
 
 
 async def fan_out(conn: Any, event_rows_with_ids: Sequence[dict[str, Any]]) -> int:
@@ -78,7 +107,7 @@ async def deliver(
         if wants(types, e["type"])
     ]
     if rows:
-        await conn.execute(webhook_deliveries.insert(), rows)
+        await insert_rows(conn, webhook_deliveries, rows)
         mark_pending(conn)
     return len(rows)
 
