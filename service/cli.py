@@ -12,7 +12,7 @@ import shlex
 import signal
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from service import logs
@@ -48,6 +48,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="Run delivery workers only.")
     # Set by `kirim serve` for its own children: end when that process ends.
     worker.add_argument("--parent-pid", type=int, default=None, help=argparse.SUPPRESS)
+    # ...and tell it through this pipe once the delivery loop runs.
+    worker.add_argument("--ready-fd", type=int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(func=cmd_worker)
 
     bounce = sub.add_parser(
@@ -124,7 +126,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None:
+def _run_api(
+    settings: Settings,
+    host: str,
+    port: int,
+    *,
+    workers: bool,
+    before_listening: Callable[[], None] | None = None,
+) -> None:
     """Serve the API; ``workers`` delivers in this process (one core for everything)."""
     import uvicorn
 
@@ -134,6 +143,8 @@ def _run_api(settings: Settings, host: str, port: int, *, workers: bool) -> None
         _sqlite_path(settings)
         _migrate(settings)
     app = create_app(settings, run_workers=workers)
+    if before_listening is not None:
+        before_listening()
     uvicorn.run(
         app,
         host=host,
@@ -170,8 +181,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with _shared_metrics_directory():
         workers = WorkerChildren(children, grace=settings.shutdown_grace)
         workers.start()
+
+        def children_running() -> None:
+            if not workers.wait_running(CHILD_START_LIMIT):
+                log.warning("delivery workers still starting; serving the API meanwhile")
+
         try:
-            _run_api(settings, args.host, args.port, workers=False)
+            # The API is built while the children start; it listens once they deliver.
+            _run_api(
+                settings, args.host, args.port, workers=False, before_listening=children_running
+            )
         finally:
             workers.stop()
     for sig, handler in previous.items():
@@ -184,6 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CHILD_START_LIMIT = 30.0  # seconds `kirim serve` waits for its delivery children to run
 
 
 @contextlib.contextmanager
@@ -216,11 +236,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
         _migrate(settings)
     import uvloop
 
-    uvloop.run(_worker_main(settings))
+    uvloop.run(_worker_main(settings, ready_fd=args.ready_fd))
     return 0
 
 
-async def _worker_main(settings: Settings) -> None:
+async def _worker_main(settings: Settings, *, ready_fd: int | None = None) -> None:
     from service.bounces.service import mailbox_enabled, open_bounce_mailbox, run_poller
     from service.db.engine import Database
     from service.db.notify import QueueSignals
@@ -249,6 +269,12 @@ async def _worker_main(settings: Settings) -> None:
 
     heap.settle()  # the delivery loop allocates as much as the request path
     log.info("worker %s started", worker.name)
+    if ready_fd is not None:
+        # The first await of the tasks below puts the loop to work; a wake-up that comes
+        # before it is not lost (the wake socket is already bound and the event is latched).
+        with contextlib.suppress(OSError):
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
     try:
         await asyncio.gather(
             worker.run(stop), dispatcher.run(stop), run_poller(settings, db, stop, mailbox=mailbox)

@@ -130,6 +130,12 @@ def install_redaction() -> None:
 
 def setup(level: str = "INFO") -> None:
     install_redaction()
+    # No format here prints the caller's file and line, thread or process name; finding
+    # them is a large part of making a record, and there is a record per message sent.
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",

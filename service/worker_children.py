@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -43,6 +44,7 @@ class _Child:
         self.started = 0.0
         self.backoff = RESTART_MIN
         self.restart_at = 0.0
+        self.ready_fd: int | None = None  # read end of the first start's "running" pipe
 
 
 class WorkerChildren:
@@ -58,15 +60,47 @@ class WorkerChildren:
 
     def start(self) -> None:
         for child in self._children:
-            self._spawn(child)
+            self._spawn(child, report_ready=True)
         self._thread = threading.Thread(target=self._watch, name="worker-children", daemon=True)
         self._thread.start()
 
-    def _spawn(self, child: _Child) -> None:
+    def wait_running(self, limit: float) -> bool:
+        """Wait until every first child runs its delivery loop (or died), at most ``limit`` s.
+
+        ``kirim serve`` opens its port only then, so mail accepted by a service that says it
+        is up is picked up at once rather than after the children's start-up.
+        """
+        pending = [c.ready_fd for c in self._children if c.ready_fd is not None]
+        deadline = time.monotonic() + limit
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            readable, _, _ = select.select(pending, [], [], left)
+            for fd in readable:
+                os.read(fd, 1)  # a byte: running; nothing: it exited first
+                pending.remove(fd)
+        for child in self._children:
+            if child.ready_fd is not None:
+                os.close(child.ready_fd)
+                child.ready_fd = None
+        return not pending
+
+    def _spawn(self, child: _Child, *, report_ready: bool = False) -> None:
         cmd = [*self._command, "--parent-pid", str(os.getpid())]
+        write_fd = None
+        if report_ready:
+            child.ready_fd, write_fd = os.pipe()
+            cmd += ["--ready-fd", str(write_fd)]
         # Own session: a terminal's Ctrl-C reaches the parent only, which stops the children
         # after the API has drained instead of all at once.
-        child.proc = subprocess.Popen(cmd, start_new_session=True)
+        try:
+            child.proc = subprocess.Popen(
+                cmd, start_new_session=True, pass_fds=() if write_fd is None else (write_fd,)
+            )
+        finally:
+            if write_fd is not None:
+                os.close(write_fd)
         child.started = time.monotonic()
         log.info("delivery worker process %d started (pid %d)", child.slot, child.proc.pid)
 

@@ -8,6 +8,7 @@ and ends by itself when its parent is killed outright.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -120,6 +121,20 @@ def test_delivery_runs_in_a_child_that_is_woken_and_restarted(tmp_path: Path) ->
         log = (tmp_path / "serve.log").read_text()
         assert "Traceback" not in log
         assert "exited with -9; restarting" in log
+
+
+def test_the_api_opens_its_port_once_its_child_is_delivering(tmp_path: Path) -> None:
+    """Mail accepted by a `kirim serve` that answers is never left waiting for start-up."""
+    with SmtpSink() as sink:
+        env = {**_env(tmp_path, sink), "KIRIM_LOG_LEVEL": "INFO"}
+        api = KirimProcess(env, "serve", log=tmp_path / "serve.log").start()
+        api.stop()
+    lines = (tmp_path / "serve.log").read_text().splitlines()
+    # The child logs "worker <name> started" just before it tells the parent it runs.
+    running = [i for i, line in enumerate(lines) if re.search(r"worker \S+:\d+:\w+ started", line)]
+    listening = [i for i, line in enumerate(lines) if "Uvicorn running" in line]
+    assert running and listening, lines[-30:]
+    assert running[0] < listening[0]
 
 
 def test_a_child_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
