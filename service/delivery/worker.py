@@ -85,6 +85,7 @@ class Worker:
         self._rotation = Rotation()  # which tenants get the spare rows of the next claim
         self._draining = False
         self._refill_at = options.batch_size // 2
+        self._last_claim = 0  # rows the latest claim returned
         self.sent = 0
 
     def wake(self) -> None:
@@ -142,6 +143,7 @@ class Worker:
                         max_priority=HIGH if express else None,
                     )
                     backoff = 0.1
+                    self._last_claim = len(claimed)
                 except Exception as exc:
                     # A worker that dies here would leave the API accepting mail nobody sends.
                     if isinstance(exc, DatabaseUnavailable):
@@ -174,9 +176,15 @@ class Worker:
         finally:
             waiter.cancel()
             stopper.cancel()
-        if self._wake.is_set() and not stop.is_set() and self.opt.wake_coalesce > 0:
-            # Accepts arrive in bursts: a few milliseconds here turn many one-row claims
-            # (and settles) into one, for a few milliseconds of latency.
+        if (
+            self._wake.is_set()
+            and not stop.is_set()
+            and self.opt.wake_coalesce > 0
+            and self._last_claim > 1
+        ):
+            # Under load accepts arrive in bursts: a few milliseconds here turn many one-row
+            # claims (and settles) into one. A trickle (the last claim found one row) is
+            # claimed at once: there is nothing to gather, only latency to add.
             await asyncio.sleep(self.opt.wake_coalesce)
 
     def _start_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
