@@ -64,13 +64,17 @@ class _Plan:
         return tuple(out)
 
     def rows(self, raw: Sequence[Any]) -> list[tuple[Any, ...]]:
-        results = self.results or ()
-        if not any(results):
+        converted = [(i, f) for i, f in enumerate(self.results or ()) if f is not None]
+        if not converted:
             return [tuple(r) for r in raw]
-        pairs = tuple(enumerate(results))
-        return [
-            tuple(r[i] if f is None or r[i] is None else f(r[i]) for i, f in pairs) for r in raw
-        ]
+        out = []
+        for r in raw:
+            row = list(r)
+            for i, f in converted:
+                if row[i] is not None:
+                    row[i] = f(row[i])
+            out.append(tuple(row))
+        return out
 
 
 class PlainStatement:
