@@ -164,9 +164,11 @@ async def test_high_priority_overtakes_5000_low(database_url: str) -> None:
             assert (await app.get(mid))["priority"] == "high"
     meanwhile = low_done - sent_before
     print(f"\nhigh priority: {took * 1000:.0f} ms, {meanwhile} low sent meanwhile")
-    # Measured in messages, not seconds, so a loaded machine cannot make it flake: at most
-    # what the worker already held (one batch) and had in its sessions went first.
-    assert sent_before < 5000 and meanwhile <= 256 + 64, (sent_before, low_done)
+    # Measured in messages, not seconds: what the worker already held (one batch) and at
+    # most one refill claimed before the wake-up was seen went first, not the backlog. A
+    # loaded machine slows the high one's accept while sessions keep sending (336 seen
+    # under the full suite), so the bound is two batches; without priority it is ~5,000.
+    assert sent_before < 5000 and meanwhile <= 2 * 256, (sent_before, low_done)
 
 
 async def _some(smtp: RecordingSmtpServer) -> bool:
