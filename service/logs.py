@@ -96,9 +96,17 @@ class RedactExtras(logging.Filter):
     """Redacts ``extra=`` attributes, which are set after the record factory has run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for name, value in list(vars(record).items()):
-            if name in _STANDARD or isinstance(value, int | float | bool) or value is None:
-                continue
+        extras = [
+            (name, value)
+            for name, value in vars(record).items()
+            if name not in _STANDARD and not isinstance(value, int | float | bool | None)
+        ]
+        # One search over every string extra (a delivery line has a dozen); only a record
+        # that holds a trigger word is redacted field by field.
+        joined = "\x00".join(v if isinstance(v, str) else repr(v) for _, v in extras)
+        if _TRIGGER.search(joined) is None:
+            return True
+        for name, value in extras:
             if isinstance(value, str):
                 cleaned = redact(value)
             else:

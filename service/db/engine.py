@@ -21,8 +21,15 @@ from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from service.db import json_codec
+
 if TYPE_CHECKING:
     from service.settings import Settings
+
+_JSON: dict[str, Any] = {
+    "json_serializer": json_codec.dumps,
+    "json_deserializer": json_codec.loads,
+}
 
 
 class DatabaseUnavailable(Exception):
@@ -81,9 +88,9 @@ class Database:
             _ensure_wal(url, self.options.busy_timeout_ms)
             inline_url = driver_url.replace("sqlite+aiosqlite:", "sqlite+kirim_inline:", 1)
             self.writer = create_async_engine(
-                inline_url, pool_size=1, max_overflow=0, pool_timeout=60
+                inline_url, pool_size=1, max_overflow=0, pool_timeout=60, **_JSON
             )
-            self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8)
+            self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8, **_JSON)
             _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS, then_busy_ms=0)
             _sqlite_setup(self.reader, immediate=False, busy_ms=_SLICE_BUSY_MS, set_wal=False)
         else:
@@ -100,6 +107,7 @@ class Database:
                     "timeout": connect_s,
                     "server_settings": {"statement_timeout": timeout},
                 },
+                **_JSON,
             )
             self.reader = self.writer
 
