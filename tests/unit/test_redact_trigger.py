@@ -35,6 +35,15 @@ PIECES = [
     "\r\n",
     "message sent",
     "250 2.0.0 Ok",
+    # Characters that Unicode case-insensitive matching folds onto ASCII letters.
+    "\u017f",  # long s
+    "\u212a",  # Kelvin sign
+    "\u0131",  # dotless i
+    "\u0130",  # capital I with dot
+    "\u017fecret=",
+    "to\u212aen:",
+    "BAS\u0131C ",
+    "\u00e9",
 ]
 
 
