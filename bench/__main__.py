@@ -17,6 +17,7 @@ from pathlib import Path
 from bench import scenarios
 from bench.install import ensure_postfix
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, REPO_ROOT, SeedDatabase
+from bench.layout import parse_layout
 from bench.report import (
     Result,
     growth_section,
@@ -31,9 +32,9 @@ from bench.scenarios import MB
 
 METHOD = """
 Run `python -m bench [--messages N] [--concurrency 64] [--mode single|batch|idle|all]
-[--database sqlite|postgresql] [--markdown docs/benchmarks.md]` as root (it installs Debian's
-`postfix` package for `smtp-sink` if missing, with service starts blocked). This page is
-written by that command; rerun it rather than editing the numbers.
+[--database sqlite|postgresql] [--layout serve|NxM] [--markdown docs/benchmarks.md]` as root
+(it installs Debian's `postfix` package for `smtp-sink` if missing, with service starts
+blocked). This page is written by that command; rerun it rather than editing the numbers.
 
 Each row is a separate run on loopback (127.0.0.1) with a fresh receiving server, Postfix's
 `smtp-sink`, whose running counter (`-c`) timestamps every message it receives. Both systems
@@ -47,6 +48,11 @@ relay every message to it; neither the load generator nor the sink is counted as
   HTTP/1.1 connections (a lean client writing prepared requests, `bench/raw_http.py`: a
   general-purpose Python client costs about as much CPU per request as the server).
 - **kirim batch**: the same through `POST /v1/messages/batch`, 500 messages per request.
+- **layout** (`--layout NxM`, PostgreSQL only; the mode then reads e.g. "single, 2 API + 2
+  worker"): instead of `kirim serve`, N `kirim serve --no-workers` API processes on ports of
+  their own and M `kirim worker` processes, all on the same database. The load's keep-alive
+  connections (and batch senders) are dealt evenly over the API ports; CPU and peak MB are
+  summed over every Kirim process of the layout.
 - **idle**: a paced trickle (10 messages/s for 20 s); latency is from submission start (SMTP
   session or POST) to the sink's receipt.
 
@@ -56,10 +62,11 @@ sink's receipt of the last one. *accepts/s* is Kirim's 202 responses per second 
 Kirim `created_at` to sent time from `GET /v1/messages/{id}` for a random sample. *CPU ms/msg*
 is user+system time of the whole process tree (Postfix's master and every daemon it forks,
 including exited ones through their parent's reaped-children time; Kirim's server process
-and anything it forks), from the first submission until the tree goes quiet after the last
-delivery, divided by the messages delivered. *peak MB* is the highest sum of PSS over the
-tree, sampled four times a second (PSS shares common pages fairly among Postfix's many
-processes).
+and anything it forks, or every process of a layout), from the first submission until the
+tree goes quiet after the last delivery, divided by the messages delivered. *peak MB* is the
+highest sum of PSS over the tree, sampled four times a second (PSS shares common pages fairly
+among Postfix's many processes). On PostgreSQL the database server's own processes are
+counted in neither.
 """
 
 GROWTH_METHOD = """
@@ -104,6 +111,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="created_at of stored messages spread over these days")  # fmt: skip
     parser.add_argument("--system", choices=("postfix", "kirim", "both"), default="both")
     parser.add_argument("--database", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--layout", default="serve", metavar="serve|NxM",
+                        help="Kirim's processes: `kirim serve` (default), or N API-only "
+                             "and M worker-only ones on one PostgreSQL database (2x2)")  # fmt: skip
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="server where a throw-away database is created")  # fmt: skip
     parser.add_argument("--idle-seconds", type=float, default=20.0)
@@ -120,6 +130,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--preload must be positive")
     if args.preload and args.mode != "growth" and args.markdown is not None:
         parser.error("--markdown with --preload is for --mode growth (its own section)")
+    try:
+        args.layout = parse_layout(args.layout)
+    except ValueError as error:
+        parser.error(f"--layout: {error}")
+    if args.layout.scale_out:
+        if args.database != "postgresql":
+            parser.error("--layout NxM needs --database postgresql (its processes share it)")
+        if args.mode == "growth":
+            parser.error("--mode growth measures `kirim serve`; it takes no --layout")
+        if args.system == "postfix":
+            parser.error("--layout is for Kirim's runs; --system postfix has none")
     return args
 
 
@@ -146,8 +167,9 @@ def plan(
         if "idle" in modes:
             runs.append(("postfix idle", lambda: scenarios.postfix_idle(options)))
     if args.system in ("kirim", "both"):
+        layout = f", {args.layout.label}" if args.layout.scale_out else ""
         for mode in modes:
-            runs.append((f"kirim {mode}", _kirim(options, mode, seed)))
+            runs.append((f"kirim {mode}{layout}", _kirim(options, mode, seed)))
     return runs
 
 
@@ -180,6 +202,7 @@ async def main_async(args: argparse.Namespace) -> int:
         postgres_admin_url=args.postgres_url,
         kirim_env=dict(item.split("=", 1) for item in args.kirim_env),
         idle_seconds=args.idle_seconds,
+        layout=args.layout,
     )
     load_before = os.getloadavg()
     # The code measured is the code at the start: the checkout may change during the run.

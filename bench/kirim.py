@@ -1,4 +1,5 @@
-"""A Kirim server of its own for each run: fresh database, key, ``kirim serve`` on loopback."""
+"""A Kirim server of its own for each run: fresh database, key, ``kirim serve`` on loopback
+(or the processes of a scale-out layout)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from bench.procs import stop_process
+from bench.layout import SERVE, Layout
+from bench.procs import free_port, stop_process
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -96,26 +98,56 @@ class PostgresDatabase:
 
 
 class KirimServer:
+    """The Kirim processes of one run, on a database of their own.
+
+    With the default layout one ``kirim serve`` (API plus its delivery children); with a
+    scale-out layout, ``layout.apis`` ``kirim serve --no-workers`` on ports of their own
+    and ``layout.workers`` ``kirim worker``, all on the same PostgreSQL database."""
+
     def __init__(self, sink_port: int, port: int, database: str, postgres_admin_url: str,
-                 extra_env: dict[str, str], seed: SeedDatabase | None = None) -> None:  # fmt: skip
+                 extra_env: dict[str, str], seed: SeedDatabase | None = None,
+                 layout: Layout = SERVE) -> None:  # fmt: skip
+        if layout.scale_out and database != "postgresql":
+            raise ValueError(f"layout {layout.name} needs PostgreSQL (processes share a database)")
         self.sink_port = sink_port
-        self.port = port
+        self.layout = layout
+        # The first API process listens on ``port``; any others on free ports.
+        self.ports = [port, *(free_port() for _ in range(layout.apis - 1))]
         self.root = Path(tempfile.mkdtemp(prefix="kirim-bench-"))
         self.postgres = PostgresDatabase(postgres_admin_url) if database == "postgresql" else None
         self.extra_env = extra_env
         # A preloaded database to start from (copied, so the seed stays as it was).
         self.seed = seed
         self.api_key = ""
-        self._process: asyncio.subprocess.Process | None = None
+        self._apis: list[asyncio.subprocess.Process] = []
+        self._workers: list[asyncio.subprocess.Process] = []
+        self._ready_fds: list[int] = []  # read ends of the workers' "delivering" pipes
+        self._logs: list[Path] = []
+
+    @property
+    def port(self) -> int:
+        return self.ports[0]
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.base_urls[0]
 
     @property
-    def pid(self) -> int:
-        assert self._process is not None
-        return self._process.pid
+    def base_urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}" for port in self.ports]
+
+    @property
+    def api_pids(self) -> list[int]:
+        return [process.pid for process in self._apis]
+
+    @property
+    def worker_pids(self) -> list[int]:
+        return [process.pid for process in self._workers]
+
+    @property
+    def pids(self) -> list[int]:
+        """The root of every Kirim process tree of the layout."""
+        return self.api_pids + self.worker_pids
 
     def _env(self) -> dict[str, str]:
         url = self.postgres.url if self.postgres else f"sqlite:///{self.root}/kirim.db"
@@ -129,7 +161,7 @@ class KirimServer:
         await self.wait_ready(ready_seconds)
 
     async def launch(self) -> None:
-        """Database (fresh, or a copy of the seed's), migration, key, then ``kirim serve``."""
+        """Database (fresh, or a copy of the seed's), migration, key, then the processes."""
         if self.postgres is not None:
             template = self.seed.postgres if self.seed is not None else None
             await self.postgres.create(template.name if template is not None else None)
@@ -140,23 +172,48 @@ class KirimServer:
         if not words:
             raise RuntimeError("kirim keys create printed no key")
         self.api_key = words[-1]
-        log = (self.root / "serve.log").open("wb")
-        self._process = await asyncio.create_subprocess_exec(
-            *kirim_command(), "serve", "--host", "127.0.0.1", "--port", str(self.port),
-            env=self._env(), cwd=self.root,
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-            start_new_session=True,
-        )  # fmt: skip
-        log.close()
+        if not self.layout.scale_out:
+            await self._spawn("serve.log", "serve", "--host", "127.0.0.1", "--port", str(self.port))
+            return
+        for number in range(1, self.layout.workers + 1):
+            # The pipe ``kirim serve`` gives its own children: a byte once the loop delivers.
+            read_fd, write_fd = os.pipe()
+            self._ready_fds.append(read_fd)
+            try:
+                await self._spawn(f"worker{number}.log", "worker", "--ready-fd", str(write_fd),
+                                  pass_fds=(write_fd,))  # fmt: skip
+            finally:
+                os.close(write_fd)
+        for number, port in enumerate(self.ports, 1):
+            await self._spawn(f"api{number}.log", "serve", "--no-workers",
+                              "--host", "127.0.0.1", "--port", str(port))  # fmt: skip
+
+    async def _spawn(self, log_name: str, *args: str, pass_fds: tuple[int, ...] = ()) -> None:
+        path = self.root / log_name
+        self._logs.append(path)
+        with path.open("wb") as log:
+            process = await asyncio.create_subprocess_exec(
+                *kirim_command(), *args,
+                env=self._env(), cwd=self.root,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True, pass_fds=pass_fds,
+            )  # fmt: skip
+        (self._workers if args[0] == "worker" else self._apis).append(process)
 
     async def wait_ready(self, ready_seconds: float = 60.0) -> None:
-        await self._wait_healthy(ready_seconds)
-
-    async def _wait_healthy(self, ready_seconds: float) -> None:
         deadline = time.monotonic() + ready_seconds
-        async with httpx.AsyncClient(base_url=self.base_url, trust_env=False) as http:
+        for read_fd in self._ready_fds:
+            if not await _read_within(read_fd, deadline - time.monotonic()):
+                raise RuntimeError(f"a kirim worker did not start delivering:\n{self.log_tail()}")
+        for port, process in zip(self.ports, self._apis, strict=True):
+            await self._wait_healthy(port, process, deadline)
+
+    async def _wait_healthy(
+        self, port: int, process: asyncio.subprocess.Process, deadline: float
+    ) -> None:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False) as http:
             while time.monotonic() < deadline:
-                if self._process is not None and self._process.returncode is not None:
+                if process.returncode is not None:
                     break
                 try:
                     if (await http.get("/healthz", timeout=2)).status_code == 200:
@@ -167,16 +224,40 @@ class KirimServer:
         raise RuntimeError(f"kirim serve did not become healthy:\n{self.log_tail()}")
 
     def log_tail(self, size: int = 3000) -> str:
-        log = self.root / "serve.log"
-        return log.read_text(errors="replace")[-size:] if log.exists() else ""
+        """The end of each process's log (one process: its log alone, as before)."""
+        tails = []
+        for log in self._logs:
+            text = log.read_text(errors="replace")[-size:] if log.exists() else ""
+            tails.append(text if len(self._logs) == 1 else f"--- {log.name} ---\n{text}")
+        return "\n".join(tails)
 
     async def stop(self) -> None:
-        if self._process is not None:
-            await stop_process(self._process, grace=10)
-            self._process = None
+        processes, self._apis, self._workers = self._apis + self._workers, [], []
+        await asyncio.gather(*(stop_process(process, grace=10) for process in processes))
+        for read_fd in self._ready_fds:
+            os.close(read_fd)
+        self._ready_fds = []
         if self.postgres is not None:
             await self.postgres.drop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+async def _read_within(fd: int, seconds: float) -> bytes:
+    """A byte from a pipe, or b"" when the writer closed it unsaid or ``seconds`` passed."""
+    loop = asyncio.get_running_loop()
+    said: asyncio.Future[bytes] = loop.create_future()
+
+    def readable() -> None:
+        if not said.done():
+            said.set_result(os.read(fd, 1))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await asyncio.wait_for(said, max(0.0, seconds))
+    except TimeoutError:
+        return b""
+    finally:
+        loop.remove_reader(fd)
 
 
 class SeedDatabase:

@@ -6,9 +6,10 @@ import asyncio
 import random
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -17,6 +18,15 @@ RECIPIENT = "rcpt@example.com"
 # About the size of smtp-source's ``-l 512`` body, so both systems carry similar bytes.
 TEXT = ("Kirim benchmark message body. " * 18)[:512]
 BATCH_SIZE = 500
+T = TypeVar("T")
+
+
+def spread(targets: Sequence[T], count: int) -> list[T]:
+    """What each of ``count`` connections (or senders) uses: ``targets`` in turn, so each
+    API process of a layout gets an even share."""
+    if not targets:
+        raise ValueError("nothing to spread the load over")
+    return [targets[i % len(targets)] for i in range(count)]
 
 
 def message(index: int) -> dict[str, Any]:
@@ -72,14 +82,17 @@ def _batch_ids(payload: Any) -> list[str]:
     return [str(item["id"]) for item in items if isinstance(item, dict) and "id" in item]
 
 
-async def post_batches(http: httpx.AsyncClient, count: int, concurrency: int) -> LoadOutcome | None:
-    """``count`` messages in POST /v1/messages/batch requests of 500; None if there is no
-    such endpoint."""
+async def post_batches(
+    clients: Sequence[httpx.AsyncClient], count: int, concurrency: int
+) -> LoadOutcome | None:
+    """``count`` messages in POST /v1/messages/batch requests of 500 from up to
+    ``concurrency`` senders, dealt round-robin over ``clients`` (one per API process);
+    None if there is no such endpoint."""
     outcome = LoadOutcome()
     starts = iter(range(0, count, BATCH_SIZE))
     missing = False
 
-    async def worker() -> None:
+    async def worker(http: httpx.AsyncClient) -> None:
         nonlocal missing
         for start in starts:
             body = {"messages": [message(i) for i in range(start, min(count, start + BATCH_SIZE))]}
@@ -97,22 +110,24 @@ async def post_batches(http: httpx.AsyncClient, count: int, concurrency: int) ->
             outcome.ids.extend(_batch_ids(response.json()))
 
     outcome.started = time.monotonic()
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, -(-count // BATCH_SIZE)))))
+    senders = spread(clients, min(concurrency, -(-count // BATCH_SIZE)))
+    await asyncio.gather(*(worker(http) for http in senders))
     outcome.finished = time.monotonic()
     return None if missing else outcome
 
 
 async def post_paced(
-    http: httpx.AsyncClient, count: int, per_second: float
+    clients: Sequence[httpx.AsyncClient], count: int, per_second: float
 ) -> tuple[list[float], LoadOutcome]:
-    """Open-loop trickle: request i starts at i/per_second whatever earlier ones are doing.
-    Returns the start time of every accepted request, in start order."""
+    """Open-loop trickle: request i starts at i/per_second whatever earlier ones are doing,
+    through the clients in turn. Returns the start time of every accepted request, in
+    start order."""
     outcome = LoadOutcome()
     accepted: list[tuple[float, str]] = []
 
     async def send(index: int) -> None:
         sent = time.monotonic()
-        message_id = await _post_one(http, index, outcome)
+        message_id = await _post_one(clients[index % len(clients)], index, outcome)
         if message_id is not None:
             accepted.append((sent, message_id))
 

@@ -14,11 +14,13 @@ import os
 import signal
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PROC = Path("/proc")
+# One process tree, or several measured as one (a layout of separate Kirim processes).
+Roots = int | Sequence[int]
 
 
 def free_port() -> int:
@@ -46,14 +48,14 @@ def parent_map() -> dict[int, int]:
     return parents
 
 
-def tree_pids(root: int) -> list[int]:
+def tree_pids(roots: Roots) -> list[int]:
+    """Every live process of the trees under ``roots`` (each root first of its tree)."""
     parents = parent_map()
     children: dict[int, list[int]] = {}
     for pid, ppid in parents.items():
         children.setdefault(ppid, []).append(pid)
-    if root not in parents:
-        return []
-    found, stack = [], [root]
+    found: list[int] = []
+    stack = [r for r in ([roots] if isinstance(roots, int) else roots) if r in parents][::-1]
     while stack:
         pid = stack.pop()
         found.append(pid)
@@ -82,19 +84,20 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
-def tree_cpu_seconds(root: int) -> float:
-    return cpu_seconds(tree_pids(root))
+def tree_cpu_seconds(roots: Roots) -> float:
+    return cpu_seconds(tree_pids(roots))
 
 
-def tree_pss_bytes(root: int) -> int:
-    return sum(pss_bytes(pid) for pid in tree_pids(root))
+def tree_pss_bytes(roots: Roots) -> int:
+    return sum(pss_bytes(pid) for pid in tree_pids(roots))
 
 
 class PeakMemory:
-    """Samples a tree's PSS a few times a second until stopped; keeps every sample, so
-    the peak of any stretch of the run can be read afterwards."""
+    """Samples the PSS of a tree (or the sum over several) a few times a second until
+    stopped; keeps every sample, so the peak of any stretch of the run can be read
+    afterwards."""
 
-    def __init__(self, root: int, interval: float = 0.25) -> None:
+    def __init__(self, root: Roots, interval: float = 0.25) -> None:
         self.root = root
         self.interval = interval
         self.samples: list[tuple[float, int]] = []  # (time.monotonic(), bytes)
@@ -174,11 +177,11 @@ async def stop_process(process: asyncio.subprocess.Process, grace: float = 5.0) 
 
 
 async def wait_quiet(
-    root: int, limit_seconds: float = 15.0, window: float = 0.5, busy_fraction: float = 0.05
+    root: Roots, limit_seconds: float = 15.0, window: float = 0.5, busy_fraction: float = 0.05
 ) -> float:
-    """Let a tree finish work that follows the last delivery (queue-file removal, status
-    updates) and return its CPU seconds once it uses under ``busy_fraction`` of a core, or
-    when ``limit_seconds`` have passed."""
+    """Let a tree (or several) finish work that follows the last delivery (queue-file
+    removal, status updates) and return its CPU seconds once it uses under
+    ``busy_fraction`` of a core, or when ``limit_seconds`` have passed."""
     deadline = time.monotonic() + limit_seconds
     before = tree_cpu_seconds(root)
     while time.monotonic() < deadline:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from bench.load import LoadOutcome
+from bench.load import LoadOutcome, spread
 
 
 def request_bytes(host: str, port: int, path: str, api_key: str, body: bytes) -> bytes:
@@ -43,17 +43,19 @@ def parse_head(head: bytes) -> tuple[int, int]:
 
 async def post_singles(
     host: str,
-    port: int,
+    ports: Sequence[int],
     api_key: str,
     count: int,
     concurrency: int,
     body_of: Callable[[int], dict[str, Any]],
 ) -> LoadOutcome:
-    """``count`` POST /v1/messages over ``concurrency`` keep-alive connections."""
+    """``count`` POST /v1/messages over ``concurrency`` keep-alive connections, dealt
+    round-robin over the API ``ports``. Each connection takes the next message when its
+    last one is answered, so a faster server is given more of them."""
     outcome = LoadOutcome()
     indexes = iter(range(count))
 
-    async def connection() -> None:
+    async def connection(port: int) -> None:
         reader, writer = await asyncio.open_connection(host, port)
         try:
             for index in indexes:
@@ -72,6 +74,6 @@ async def post_singles(
             writer.close()
 
     outcome.started = time.monotonic()
-    await asyncio.gather(*(connection() for _ in range(concurrency)))
+    await asyncio.gather(*(connection(port) for port in spread(ports, concurrency)))
     outcome.finished = time.monotonic()
     return outcome

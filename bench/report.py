@@ -28,6 +28,12 @@ class Result:
     # Kirim: peak PSS from the start of ``kirim serve`` until it is stopped.
     peak_whole_mb: float | None = None
     preloaded: int = 0  # messages already in the database when the run began
+    layout: str = ""  # Kirim: the processes of a scale-out run ("2 API + 2 worker")
+
+    @property
+    def label(self) -> str:
+        """The mode as a row shows it, with the layout when it is not the default one."""
+        return f"{self.mode}, {self.layout}" if self.layout else self.mode
 
 
 def percentile(values: list[float], fraction: float) -> float | None:
@@ -51,7 +57,7 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
     return [
         (
             r.system,
-            r.mode,
+            r.label,
             f"{r.messages:,}",
             _cell(r.rate, 0),
             _cell(r.accept_rate, 0),
@@ -83,7 +89,7 @@ def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
             continue
         out.append(
             (
-                f"kirim {r.mode} / postfix {base.mode}",
+                f"kirim {r.label} / postfix {base.mode}",
                 _ratio(r.rate, base.rate),
                 _ratio(r.p50_ms, base.p50_ms),
                 _ratio(r.p99_ms, base.p99_ms),
@@ -151,7 +157,7 @@ def render_text(results: list[Result]) -> str:
     ratios = ratio_rows(results)
     if ratios:
         parts.append(text_table(RATIO_COLUMNS, ratios))
-    notes = [f"{r.system} {r.mode}: {note}" for r in results for note in r.notes]
+    notes = [f"{r.system} {r.label}: {note}" for r in results for note in r.notes]
     if notes:
         parts.append("\n".join(notes))
     return "\n\n".join(parts)
@@ -315,7 +321,7 @@ def render_markdown(results: list[Result], command: str, intro: str) -> str:
     ratios = ratio_rows(results)
     if ratios:
         parts += ["## Kirim / Postfix", markdown_table(RATIO_COLUMNS, ratios)]
-    notes = [f"- {r.system} {r.mode}: {note}" for r in results for note in r.notes]
+    notes = [f"- {r.system} {r.label}: {note}" for r in results for note in r.notes]
     if notes:
         parts += ["## Notes from this run", "\n".join(notes)]
     parts += ["## Machine", "\n".join(f"- {key}: {value}" for key, value in info.items())]

@@ -4,6 +4,7 @@ and stops everything it started, also when interrupted."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -13,6 +14,7 @@ import aiosmtplib
 from bench import load, raw_http
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
+from bench.layout import SERVE, Layout
 from bench.postfix import PrivatePostfix
 from bench.procs import PeakMemory, free_port, stop_process, tree_cpu_seconds, wait_quiet
 from bench.report import Result, percentile
@@ -31,6 +33,7 @@ class Options:
     idle_rate: float = 10.0
     idle_seconds: float = 20.0
     latency_sample: int = 2000
+    layout: Layout = SERVE
 
     @property
     def idle_messages(self) -> int:
@@ -175,39 +178,47 @@ async def postfix_idle(options: Options) -> Result:
 async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = None) -> Result | None:
     """One Kirim run; with ``seed``, on a copy of that preloaded database."""
     sink = Sink(free_port())
-    server = KirimServer(sink.port, free_port(), options.database,
-                         options.postgres_admin_url, options.kirim_env, seed)  # fmt: skip
+    server = KirimServer(sink.port, free_port(), options.database, options.postgres_admin_url,
+                         options.kirim_env, seed, options.layout)  # fmt: skip
     memory: PeakMemory | None = None
     try:
         await sink.start()
         await server.launch()
-        # From the first moment of ``kirim serve``: startup on a large database counts too.
-        memory = PeakMemory(server.pid)
+        # From the first moment of the Kirim processes: startup on a large database counts too.
+        memory = PeakMemory(server.pids)
         memory.start()
         await server.wait_ready()
-        cpu_before = tree_cpu_seconds(server.pid)
-        http = load.client(server.base_url, server.api_key, options.concurrency)
-        async with http:
+        cpu_before = tree_cpu_seconds(server.pids)
+        roles_before = _role_cpu(server)
+        # One client per API process, the connections shared evenly among them.
+        per_api = -(-options.concurrency // len(server.base_urls))
+        async with contextlib.AsyncExitStack() as stack:
+            clients = [
+                await stack.enter_async_context(load.client(url, server.api_key, per_api))
+                for url in server.base_urls
+            ]
             if mode == "idle":
                 starts, outcome = await load.post_paced(
-                    http, options.idle_messages, options.idle_rate
+                    clients, options.idle_messages, options.idle_rate
                 )
             elif mode == "batch":
-                batch = await load.post_batches(http, options.messages, options.concurrency)
+                batch = await load.post_batches(clients, options.messages, options.concurrency)
                 if batch is None:
                     print("batch endpoint not available", flush=True)
                     return None
                 outcome = batch
             else:
                 outcome = await raw_http.post_singles(
-                    "127.0.0.1", server.port, server.api_key, options.messages,
+                    "127.0.0.1", server.ports, server.api_key, options.messages,
                     options.concurrency, load.message,
                 )  # fmt: skip
             expected = len(outcome.ids)
             await sink.wait_for(expected, options.delivery_deadline(expected))
-            cpu = await wait_quiet(server.pid) - cpu_before
+            cpu = await wait_quiet(server.pids) - cpu_before
+            roles = [after - before for after, before in zip(_role_cpu(server), roles_before,
+                                                             strict=True)]  # fmt: skip
             quiet = time.monotonic()
-            api = await load.api_latencies(http, outcome.ids, options.latency_sample, 16)
+            api = await load.api_latencies(clients[0], outcome.ids, options.latency_sample, 16)
         whole = await memory.stop()
         peak = memory.peak_between(outcome.started, quiet)
         latencies = _arrival_latencies(starts, sink.arrivals) if mode == "idle" else api
@@ -215,6 +226,7 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
         result.accept_rate = outcome.accept_rate
         result.peak_whole_mb = whole / MB
         result.preloaded = seed.count if seed is not None else 0
+        result.layout = options.layout.label
         if outcome.failures:
             result.notes.append(
                 f"{sum(outcome.failures.values())} requests failed {dict(outcome.failures)}; "
@@ -230,14 +242,38 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
                 f"{options.concurrency} keep-alive connections; latency is created_at to "
                 f"sent time from GET /v1/messages/{{id}} for {len(api)} sampled messages"
             )
+        if options.layout.scale_out:
+            result.notes.append(_layout_note(options, roles, result.messages))
+        if options.database == "postgresql":
+            result.notes.append(
+                "PostgreSQL's own server processes are not counted in CPU ms/msg or peak MB"
+            )
         if mode != "idle" and not api:
             result.notes.append("the API gave no sent times, so no latency")
         return result
     except RuntimeError as error:
         tail = server.log_tail()
-        raise RuntimeError(f"{error}\n--- kirim serve log ---\n{tail}") from None
+        raise RuntimeError(f"{error}\n--- kirim log ---\n{tail}") from None
     finally:
         if memory is not None:
             await memory.stop()
         await server.stop()
         await sink.stop()
+
+
+def _role_cpu(server: KirimServer) -> list[float]:
+    """CPU seconds so far of the API processes, then of the worker processes."""
+    return [tree_cpu_seconds(server.api_pids), tree_cpu_seconds(server.worker_pids)]
+
+
+def _layout_note(options: Options, roles: list[float], delivered: int) -> str:
+    layout = options.layout
+    split = ""
+    if delivered:
+        api_ms, worker_ms = (seconds * 1000 / delivered for seconds in roles)
+        split = f" (API {api_ms:.2f} + worker {worker_ms:.2f})"
+    return (
+        f"{layout.apis} `kirim serve --no-workers` and {layout.workers} `kirim worker` on one "
+        f"database, the connections spread evenly over the {layout.apis} API ports; CPU ms/msg"
+        f"{split} and peak MB sum every Kirim process"
+    )

@@ -15,9 +15,11 @@ from typing import Any
 import aiosmtplib
 import pytest
 
-from bench import load, preload, raw_http
+from bench import __main__ as bench_main
+from bench import load, preload, raw_http, scenarios
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
+from bench.layout import SERVE, Layout, parse_layout
 from bench.postfix import PrivatePostfix
 from bench.procs import (
     PeakMemory,
@@ -114,7 +116,10 @@ async def test_sink_counts_and_times_each_message() -> None:
         await sink.stop()
 
 
-async def _serve(handler: Any) -> tuple[asyncio.Server, int]:
+async def _serve(handler: Any, connections: list[int] | None = None) -> tuple[asyncio.Server, int]:
+    """A minimal HTTP/1.1 keep-alive server; appends its port to ``connections`` for each
+    connection it accepts."""
+
     async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
@@ -132,6 +137,8 @@ async def _serve(handler: Any) -> tuple[asyncio.Server, int]:
             await writer.drain()
 
     async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if connections is not None:
+            connections.append(writer.get_extra_info("sockname")[1])
         try:
             await connection(reader, writer)
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -162,7 +169,7 @@ async def test_post_singles_and_latency_sample_against_http_server() -> None:
 
     server, port = await _serve(handler)
     async with server, load.client(f"http://127.0.0.1:{port}", "k", 4) as http:
-        outcome = await raw_http.post_singles("127.0.0.1", port, "k", 10, 4, load.message)
+        outcome = await raw_http.post_singles("127.0.0.1", [port], "k", 10, 4, load.message)
         assert len(seen) == 10 and len(outcome.ids) == 9
         assert outcome.failures == {"500": 1} and "boom" in outcome.first_failure
         assert seen[0]["to"] == [load.RECIPIENT] and len(seen[0]["text"]) == 512
@@ -177,7 +184,131 @@ async def test_batch_missing_endpoint_is_reported_as_none() -> None:
 
     server, port = await _serve(handler)
     async with server, load.client(f"http://127.0.0.1:{port}", "k", 4) as http:
-        assert await load.post_batches(http, 1200, 4) is None
+        assert await load.post_batches([http], 1200, 4) is None
+
+
+def test_spread_deals_targets_in_turn() -> None:
+    assert load.spread([8001, 8002], 5) == [8001, 8002, 8001, 8002, 8001]
+    assert load.spread([8001], 3) == [8001, 8001, 8001]
+    with pytest.raises(ValueError):
+        load.spread([], 2)
+
+
+async def test_post_singles_spreads_connections_over_api_ports() -> None:
+    import json
+
+    hosts: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        hosts.append(headers["host"])
+        return 202, json.dumps({"id": f"msg_{len(hosts)}"}).encode()
+
+    connections: list[int] = []
+    first, port_a = await _serve(handler, connections)
+    second, port_b = await _serve(handler, connections)
+    async with first, second:
+        outcome = await raw_http.post_singles(
+            "127.0.0.1", [port_a, port_b], "k", 40, 6, load.message
+        )
+    assert len(outcome.ids) == 40 and not outcome.failures
+    assert sorted(connections) == sorted([port_a] * 3 + [port_b] * 3)
+    # Each request names the server its connection goes to.
+    assert len(hosts) == 40 and set(hosts) == {f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"}
+
+
+async def test_post_batches_and_paced_spread_over_clients() -> None:
+    import json
+
+    hosts: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        hosts.append(headers["host"])
+        if path == "/v1/messages":
+            return 202, json.dumps({"id": f"msg_{len(hosts)}"}).encode()
+        count = len(json.loads(body)["messages"])
+        return 202, json.dumps({"data": [{"id": f"msg_{i}"} for i in range(count)]}).encode()
+
+    connections: list[int] = []
+    first, port_a = await _serve(handler, connections)
+    second, port_b = await _serve(handler, connections)
+    clients = [load.client(f"http://127.0.0.1:{p}", "k", 2) for p in (port_a, port_b)]
+    async with first, second, clients[0], clients[1]:
+        outcome = await load.post_batches(clients, 2000, 64)
+        assert outcome is not None and len(outcome.ids) == 2000
+        # Four batches, so four senders: two on each API process.
+        assert sorted(connections) == sorted([port_a, port_a, port_b, port_b])
+        hosts.clear()
+        starts, paced = await load.post_paced(clients, 4, 1000.0)
+        assert len(starts) == len(paced.ids) == 4
+    assert sorted(hosts) == sorted(f"127.0.0.1:{p}" for p in (port_a, port_a, port_b, port_b))
+
+
+def test_layout_parsing() -> None:
+    assert parse_layout("serve") == SERVE and not SERVE.scale_out and SERVE.label == ""
+    two = parse_layout("2x2")
+    assert (two.apis, two.workers, two.name, two.label) == (2, 2, "2x2", "2 API + 2 worker")
+    assert parse_layout("2x4") == Layout(2, 4)
+    for bad in ("2x0", "0x2", "2", "x2", "2x", "2X2", " 2x2", "100x1"):
+        with pytest.raises(ValueError):
+            parse_layout(bad)
+
+
+def test_layout_arguments() -> None:
+    args = bench_main.parse_args(["--database", "postgresql", "--layout", "2x2"])
+    assert args.layout == Layout(2, 2)
+    assert bench_main.parse_args([]).layout == SERVE
+    assert bench_main.parse_args(["--layout", "serve"]).layout == SERVE
+    names = [name for name, _ in bench_main.plan(args, scenarios.Options(layout=args.layout))]
+    assert names == [
+        "postfix throughput",
+        "postfix idle",
+        "kirim single, 2 API + 2 worker",
+        "kirim batch, 2 API + 2 worker",
+        "kirim idle, 2 API + 2 worker",
+    ]
+    for argv in (
+        ["--layout", "2x2"],  # SQLite: the processes would not share a queue
+        ["--database", "postgresql", "--layout", "two"],
+        ["--database", "postgresql", "--layout", "2x2", "--mode", "growth"],
+        ["--database", "postgresql", "--layout", "2x2", "--system", "postfix"],
+    ):
+        with pytest.raises(SystemExit):
+            bench_main.parse_args(argv)
+    with pytest.raises(ValueError):
+        KirimServer(1, 2, "sqlite", "", {}, layout=Layout(2, 2))
+
+
+def test_layout_shows_in_rows_ratios_and_notes() -> None:
+    results = [
+        Result("postfix", "throughput", 100, 400.0, None, 500.0, 900.0, 2.0, 160.0),
+        Result("kirim", "single", 100, 800.0, 1000.0, 50.0, 90.0, 1.0, 80.0, ["n"],
+               layout="2 API + 2 worker"),
+    ]  # fmt: skip
+    text = render_text(results)
+    assert "single, 2 API + 2 worker" in text.splitlines()[3]
+    assert "kirim single, 2 API + 2 worker / postfix throughput" in text
+    assert "kirim single, 2 API + 2 worker: n" in text
+    markdown = render_markdown(results, "python -m bench", "Intro.")
+    assert "| kirim | single, 2 API + 2 worker | 100 | 800 |" in markdown
+
+
+def test_tree_measures_add_up_over_several_roots() -> None:
+    sleepers = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+                for _ in range(2)]  # fmt: skip
+    try:
+        pids = [p.pid for p in sleepers]
+        assert tree_pids(pids) == pids
+        assert tree_pids([*pids, 2**22 + 1]) == pids  # a root that is gone counts nothing
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and min(map(tree_pss_bytes, pids)) < 1_000_000:
+            time.sleep(0.05)
+        # PSS of shared pages moves as other processes come and go: compare loosely.
+        together, apart = tree_pss_bytes(pids), sum(tree_pss_bytes(pid) for pid in pids)
+        assert together == pytest.approx(apart, rel=0.25) and together > 2_000_000
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 def test_sent_time_falls_back_to_events() -> None:
@@ -367,4 +498,31 @@ async def _serve_from(seed: SeedDatabase) -> None:
         assert (server.root / "kirim.db").stat().st_size >= seed.size_bytes
     finally:
         await server.stop()
+    assert not server.root.exists()
+
+
+@needs_sink
+async def test_scale_out_layout_accepts_on_every_port_and_delivers() -> None:
+    if not _postgres_reachable():
+        pytest.skip("no PostgreSQL on 127.0.0.1:5432")
+    sink = Sink(free_port())
+    server = KirimServer(sink.port, free_port(), "postgresql", DEFAULT_POSTGRES_ADMIN_URL, {},
+                         layout=Layout(2, 1))  # fmt: skip
+    await sink.start()
+    try:
+        await server.start()
+        assert len(set(server.ports)) == 2 and len(server.pids) == 3
+        # The workers said they deliver (through their ready pipe); the APIs answer.
+        assert len(server.worker_pids) == 1 and len(server.api_pids) == 2
+        outcome = await raw_http.post_singles(
+            "127.0.0.1", server.ports, server.api_key, 4, 2, load.message
+        )
+        assert len(outcome.ids) == 4 and not outcome.failures
+        assert await sink.wait_for(4, time.monotonic() + 60)
+        pids = server.pids
+    finally:
+        await server.stop()
+        await sink.stop()
+    assert all(wait_gone(pid, 5) for pid in pids)
+    assert server.postgres is not None and not server.postgres.created
     assert not server.root.exists()
