@@ -22,6 +22,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from service.db import json_codec
+from service.db.wake_socket import directory_for_url
+from service.db.writer_turns import WriterTurns
 
 if TYPE_CHECKING:
     from service.settings import Settings
@@ -77,6 +79,7 @@ class Database:
         self.url = url
         self.options = options or DatabaseOptions()
         self.is_sqlite = url.startswith("sqlite")
+        self._turns: WriterTurns | None = None
         driver_url = async_url(url)
         if self.is_sqlite:
             # SQLite calls run inline on the event loop (see service.db.sqlite_inline): a
@@ -93,6 +96,7 @@ class Database:
             self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8, **_JSON)
             _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS, then_busy_ms=0)
             _sqlite_setup(self.reader, immediate=False, busy_ms=_SLICE_BUSY_MS, set_wal=False)
+            self._turns = WriterTurns.for_directory(directory_for_url(url))
         else:
             timeout = str(self.options.statement_timeout_ms)
             connect_s = self.options.connect_timeout_ms / 1000
@@ -138,22 +142,35 @@ class Database:
         """
         deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
         pause = 0.0005
-        while True:
-            conn = await self.writer.connect()
-            try:
-                await conn.begin()
-                return conn
-            except OperationalError as exc:
-                await conn.close()
-                if "locked" not in str(exc) and "busy" not in str(exc):
+        turns = self._turns
+        first = True
+        try:
+            while True:
+                conn = await self.writer.connect()
+                try:
+                    # Checked with the connection in hand: tasks queued on this process's
+                    # one writer connection would otherwise follow each other straight in.
+                    if first and turns is not None and turns.others_waiting():
+                        await _let_others_write(turns)
+                    first = False
+                    await conn.begin()
+                    return conn
+                except OperationalError as exc:
+                    await conn.close()
+                    if "locked" not in str(exc) and "busy" not in str(exc):
+                        raise
+                    if time.monotonic() >= deadline:
+                        raise DatabaseUnavailable("database is locked") from exc
+                except BaseException:
+                    await conn.close()
                     raise
-                if time.monotonic() >= deadline:
-                    raise DatabaseUnavailable("database is locked") from exc
-            except BaseException:
-                await conn.close()
-                raise
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, 0.01)
+                if turns is not None:
+                    turns.waiting()
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, _MAX_PAUSE)
+        finally:
+            if turns is not None:
+                turns.done()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -173,6 +190,9 @@ class Database:
                     yield conn
 
     async def dispose(self) -> None:
+        if self._turns is not None:
+            self._turns.close()
+            self._turns = None
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -228,6 +248,16 @@ def _is_unavailable(exc: BaseException) -> bool:
 # An inline SQLite call blocks the event loop while SQLite waits for a lock, so each call
 # waits only briefly; ``Database._begin_sqlite`` retries writers asynchronously.
 _SLICE_BUSY_MS = 20
+_MAX_PAUSE = 0.004  # between tries for another process's write lock (s)
+_YIELD_LIMIT = 0.02  # longest a process stands back for another's waiting writer (s)
+
+
+async def _let_others_write(turns: WriterTurns) -> None:
+    """Stand back while another process waits for the write lock (bounded)."""
+    end = time.monotonic() + _YIELD_LIMIT
+    # The waiter is another process: there is nothing to await but the shared file.
+    while turns.others_waiting() and time.monotonic() < end:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
 
 
 def _ensure_wal(url: str, busy_ms: int) -> None:

@@ -36,7 +36,7 @@ def wake_directory(database_path: str | Path, *, base: str | None = None) -> Pat
     return Path(base or tempfile.gettempdir()) / f"kirim-wake-{os.getuid()}-{digest}"
 
 
-def _own_directory(path: Path) -> bool:
+def own_directory(path: Path) -> bool:
     """Create ``path`` if needed; True only if it is a private directory of ours."""
     with contextlib.suppress(OSError):
         path.mkdir(mode=0o700)
@@ -73,7 +73,7 @@ class WakeListener:
 
     def start(self) -> bool:
         """Start listening; False (and polling only) if the directory cannot be used."""
-        if not _own_directory(self.directory):
+        if not own_directory(self.directory):
             log.warning("wake directory %s is not private; workers will poll", self.directory)
             return False
         path = self.directory / f"{os.getpid()}-{uuid.uuid4().hex[:8]}.sock"
