@@ -254,6 +254,16 @@ class Settings(BaseSettings):
         le=10_000,
         description="Most messages in one POST /v1/messages/batch request.",
     )
+    batch_concurrency: int = Field(
+        default=4,
+        ge=0,
+        le=1_000,
+        description=(
+            "Batch requests (POST /v1/messages/batch) an API process reads and accepts at "
+            "once; more wait their turn unread, which bounds memory under many concurrent "
+            "batches. 0: no limit."
+        ),
+    )
     max_json_depth: int = Field(
         default=32,
         ge=2,

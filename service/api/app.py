@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from service import __version__
 from service.api import errors, heap
 from service.api.fast_send import SendFastLane
-from service.api.limits import BodyLimit, limits_from
+from service.api.limits import BodyLimit, ConcurrencyCap, limits_from
 from service.api.routes import (
     admin,
     batch,
@@ -151,5 +151,7 @@ def create_app(
     app.add_middleware(
         BodyLimit, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth
     )
+    # Outside BodyLimit: a batch waiting for its turn has not been read into memory yet.
+    app.add_middleware(ConcurrencyCap, path="/v1/messages/batch", limit=settings.batch_concurrency)
     app.add_middleware(TraceContextMiddleware)
     return app
