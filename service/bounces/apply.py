@@ -24,9 +24,9 @@ from service.bounces.parse import BounceReport, RecipientReport, ReportKind
 from service.bounces.pipeline import Match
 from service.db.engine import Database
 from service.db.suppressions import HARD_BOUNCE_CODES
-from service.db.tables import bounce_reports, events, messages, recipients, suppressions
+from service.db.tables import bounce_reports, messages, recipients, suppressions
 from service.domain.status import Status
-from service.webhooks.outbox import fan_out
+from service.webhooks.outbox import record_events
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +254,7 @@ class BounceStore:
             )
         for mid, seq in seqs.items():
             await conn.execute(update(messages).where(messages.c.id == mid).values(event_seq=seq))
-        inserted = await conn.execute(
-            events.insert().returning(events.c.id, sort_by_parameter_order=True), rows
-        )
-        await fan_out(
-            conn, [{**r, "id": i} for r, i in zip(rows, inserted.scalars().all(), strict=True)]
-        )
+        await record_events(conn, rows)
         blocked = [
             {
                 "tenant_id": c.row["tenant_id"],

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from service.db.engine import Database, DatabaseUnavailable
 from service.db.plain_insert import insert_rows
 from service.db.suppressions import suppressed_in
-from service.db.tables import events, messages, recipients
+from service.db.tables import messages, recipients
 from service.observability import record, tracing
 from service.webhooks import outbox
 
@@ -55,21 +55,8 @@ async def _insert(conn: Any, items: Sequence[NewMessage]) -> None:
     finished = await _finish(conn, items)
     await insert_rows(conn, messages, [i.message for i in items])
     await insert_rows(conn, recipients, [r for i in items for r in i.recipients])
-    ev = [e for i in items for e in i.events]
-    if ev:
-        subscribed = await outbox.subscriptions(conn, {e["tenant_id"] for e in ev})
-        if outbox.wanted_by_any(subscribed, ev):
-            # Deliveries name their event: only then are the new ids needed.
-            inserted = await conn.execute(
-                events.insert().returning(events.c.id, sort_by_parameter_order=True), ev
-            )
-            ids = inserted.scalars().all()
-            # The webhook outbox rows commit with the events or not at all.
-            await outbox.deliver(
-                conn, subscribed, [{**e, "id": i} for e, i in zip(ev, ids, strict=True)]
-            )
-        else:
-            await insert_rows(conn, events, ev)
+    # The webhook outbox rows commit with the events or not at all.
+    await outbox.record_events(conn, [e for i in items for e in i.events])
     extra: dict[Any, list[dict[str, Any]]] = {}
     for table, row in [*(r for i in items for r in i.extra), *finished]:
         extra.setdefault(table, []).append(row)

@@ -51,17 +51,6 @@ async def record_events(conn: Any, event_rows: Sequence[dict[str, Any]]) -> int:
     return await deliver(conn, subscribed, with_ids)
 
 
-async def fan_out(conn: Any, event_rows_with_ids: Sequence[dict[str, Any]]) -> int:
-    """Insert deliveries for events (dicts with ``id``, ``tenant_id``, ``type``).
-
-    Returns how many delivery rows were written.
-    """
-    if not event_rows_with_ids:
-        return 0
-    subscribed = await subscriptions(conn, {e["tenant_id"] for e in event_rows_with_ids})
-    return await deliver(conn, subscribed, event_rows_with_ids)
-
-
 Subscriptions = dict[str, list[tuple[str, list[str]]]]  # tenant -> [(endpoint id, types)]
 
 _ENABLED_ENDPOINTS = select(

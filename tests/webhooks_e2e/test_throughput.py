@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import func, select
 
 from service.db.engine import Database
-from service.db.tables import events, webhook_deliveries
+from service.db.tables import webhook_deliveries
 from service.settings import Settings
 from service.webhooks import endpoints
 from service.webhooks.dispatcher import Dispatcher, options_from
-from service.webhooks.outbox import fan_out
+from service.webhooks.outbox import record_events
 from service.webhooks.ssrf import parse_networks
 from tests.support.http_receiver import HttpReceiver
 from tests.webhooks_e2e.conftest import until
@@ -47,16 +47,7 @@ async def test_dispatcher_throughput(database_url: str, receiver: HttpReceiver) 
             for i in range(EVENTS)
         ]
         async with db.write() as conn:
-            ids = (
-                (
-                    await conn.execute(
-                        events.insert().returning(events.c.id, sort_by_parameter_order=True), rows
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            made = await fan_out(conn, [{**r, "id": i} for r, i in zip(rows, ids, strict=True)])
+            made = await record_events(conn, rows)
         assert made == EVENTS
         settings = Settings(
             database_url=database_url,
