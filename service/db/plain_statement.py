@@ -111,7 +111,7 @@ class PlainStatement:
             lists = tuple(b.key for b in compiled.binds.values() if b.expanding)
             self._compiled[style] = compiled, lists
         compiled, expanding = self._compiled[style]
-        lengths = tuple(_padded(len(params[k])) if k in params else 1 for k in expanding)
+        lengths = tuple(padded_length(len(params[k])) if k in params else 1 for k in expanding)
         key = (style, lengths)
         if key not in self._plans:
             shape = dict(zip(expanding, lengths, strict=True))
@@ -119,8 +119,9 @@ class PlainStatement:
         return self._plans[key]
 
 
-def _padded(n: int) -> int:
-    """IN lists are rendered for a power-of-two length: a handful of statement shapes."""
+def padded_length(n: int) -> int:
+    """``n`` rounded up to a power of two: varying lengths (IN lists, tenants per claim
+    round) then need only a handful of statement shapes, each built and compiled once."""
     return 1 << max(0, n - 1).bit_length()
 
 

@@ -28,7 +28,7 @@ from service.admin.pauses import domain_matches, unpaused
 from service.db.engine import Database
 from service.db.leases import still_held
 from service.db.plain_insert import insert_rows
-from service.db.plain_statement import PlainStatement
+from service.db.plain_statement import PlainStatement, padded_length
 from service.db.suppressions import suppress_hard_bounces
 from service.db.tables import attempts, delivery_pauses, messages, recipients
 from service.domain.fair_share import FairClaim, Rotation, interleave
@@ -131,11 +131,11 @@ async def claim(
         plan = FairClaim(limit, due, rotation)
         while (step := plan.next_round()) is not None:
             priority, quotas = step
-            stmt = _take(_padded(len(quotas)), db.is_sqlite)
+            stmt = _take(padded_length(len(quotas)), db.is_sqlite)
             params = {**lease, "b_priority": priority}
             for i, (tenant, quota) in enumerate(quotas.items()):
                 params[f"b_t{i}"], params[f"b_q{i}"] = tenant, quota
-            for i in range(len(quotas), _padded(len(quotas))):
+            for i in range(len(quotas), padded_length(len(quotas))):
                 params[f"b_t{i}"], params[f"b_q{i}"] = "", 0  # LIMIT 0: nothing, at once
             taken = await stmt.rows(conn, params)
             plan.record(Counter(r[2] for r in taken))  # by tenant_id
@@ -144,12 +144,6 @@ async def claim(
     return sorted(
         interleave(claimed, key=lambda c: (c.priority, c.tenant_id)), key=lambda c: c.priority
     )
-
-
-def _padded(n: int) -> int:
-    """Tenants per round, rounded up to a power of two: a handful of statement shapes to
-    build and compile once, however the number of tenants varies."""
-    return 1 << max(0, n - 1).bit_length()
 
 
 def _domain_unpaused() -> Any:
