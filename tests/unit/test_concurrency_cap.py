@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 from starlette.types import Message, Receive, Scope, Send
 
-from service.api.limits import ConcurrencyCap
+from service.api.app import create_app
+from service.api.limits import BodyLimit, ConcurrencyCap
+from service.settings import Settings
 
 PATH = "/v1/messages/batch"
 
@@ -69,3 +72,14 @@ async def test_other_requests_and_zero_are_not_capped() -> None:
     assert running == 5
     release.set()
     await asyncio.gather(*tasks)
+
+
+def test_the_app_caps_its_batch_route_with_the_setting(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path}/k.db", batch_concurrency=3)
+    app = create_app(settings, run_workers=False)
+    caps = [m for m in app.user_middleware if m.cls is ConcurrencyCap]
+    assert [(m.kwargs["path"], m.kwargs["limit"]) for m in caps] == [(PATH, 3)]
+    # The path it caps is the batch route's, and the cap sits outside the body reader.
+    assert "post" in app.openapi()["paths"][PATH]
+    order = [m.cls for m in app.user_middleware]  # outermost first
+    assert order.index(ConcurrencyCap) < order.index(BodyLimit)
