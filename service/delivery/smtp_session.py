@@ -47,9 +47,6 @@ class Session:
     def connected(self) -> bool:
         return self.wire.connected
 
-    def supports(self, extension: str) -> bool:
-        return self.smtp.supports_extension(extension)
-
     async def close(self, quit_timeout: float = 1.0) -> None:
         """Say QUIT if the peer is still there, then drop the socket regardless."""
         if self.wire.connected and quit_timeout > 0:
