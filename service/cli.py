@@ -138,6 +138,7 @@ def _run_api(
     import uvicorn
 
     from service.api.app import create_app
+    from service.api.http_protocol import HttpProtocol
 
     if settings.is_sqlite:
         _sqlite_path(settings)
@@ -150,7 +151,7 @@ def _run_api(
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=HttpProtocol,  # uvicorn's httptools protocol, one write per response
         log_level=settings.log_level.lower(),
         access_log=False,
         log_config=None,  # uvicorn's lines go through our handler, in our format

@@ -53,6 +53,7 @@ class WorkerOptions:
     concurrency: int = 16  # sessions at once; match the transport's pool size
     heartbeat_interval: float | None = None  # None: a third of the lease
     wake_coalesce: float = 0.005  # seconds to gather more work after a wake-up
+    settle_gather: float = 0.02  # longest a result waits for others to share its settle (s)
     fault_injection: str = ""  # testing only: see Settings.fault_injection
     return_path: str = ""  # bounce address: MAIL FROM becomes a signed one per recipient
     return_path_secret: bytes = b""
@@ -80,7 +81,13 @@ class Worker:
         self._inflight: dict[str, set[str]] = {}  # lease token -> recipient ids not yet settled
         self._unstarted: dict[str, set[str]] = defaultdict(set)
         self._jobs: set[asyncio.Task[None]] = set()
-        self._settler = _SettleBatcher(db, clock, give_up_after=options.shutdown_grace)
+        self._settler = _SettleBatcher(
+            db,
+            clock,
+            give_up_after=options.shutdown_grace,
+            gather=options.settle_gather,
+            outstanding=lambda: self.inflight,
+        )
         self._slots = PrioritySlots(options.concurrency)
         self._rotation = Rotation()  # which tenants get the spare rows of the next claim
         self._draining = False
@@ -427,14 +434,31 @@ class Worker:
 
 
 class _SettleBatcher:
-    """Collects settlements from concurrent jobs and writes them together."""
+    """Collects settlements from concurrent jobs and writes them together.
+
+    Every write transaction holds SQLite's one write lock, which the API's accepts need
+    too, and costs a sync however few rows it carries; so while more results are on their
+    way (``outstanding`` counts recipients not yet settled), a settle waits up to
+    ``gather`` seconds for them to fill a batch. The last result of a burst, and a
+    trickle's only one, are written at once.
+    """
 
     def __init__(
-        self, db: Database, clock: Callable[[], float], *, give_up_after: float = 30.0
+        self,
+        db: Database,
+        clock: Callable[[], float],
+        *,
+        give_up_after: float = 30.0,
+        gather: float = 0.0,
+        outstanding: Callable[[], int] | None = None,
+        full: int = 128,
     ) -> None:
         self._db = db
         self._clock = clock
         self._give_up_after = give_up_after
+        self._gather = gather
+        self._outstanding = outstanding
+        self._full = full
         self._closing_since: float | None = None
         self._pending: list[tuple[list[queue.Settlement], asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
@@ -468,6 +492,7 @@ class _SettleBatcher:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
+            await self._gather_more()
             batch, self._pending = self._pending, []
             items = [s for group, _ in batch for s in group]
             done = await self._settle(items)
@@ -477,6 +502,24 @@ class _SettleBatcher:
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)
+            # Let those jobs count their results as settled before the next gathering
+            # waits for the ones still outstanding.
+            await asyncio.sleep(0)
+
+    async def _gather_more(self) -> None:
+        if self._gather <= 0 or self._outstanding is None:
+            return
+        end = time.monotonic() + self._gather
+        while not self._closing:
+            waiting = sum(len(group) for group, _ in self._pending)
+            if waiting >= self._full or self._outstanding() <= waiting:
+                return
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=left)
 
     async def _settle(self, items: list[queue.Settlement]) -> list[str] | None:
         """Write ``items``, retrying while the database is unavailable; None if given up."""
