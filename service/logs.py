@@ -11,6 +11,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from service.log_output import GatheredStreamHandler
+
 REDACTED = "[redacted]"
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -163,6 +165,7 @@ def setup(level: str = "INFO") -> None:
     logging.basicConfig(
         level=level,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        handlers=[GatheredStreamHandler()],
     )
     for handler in logging.getLogger().handlers:
         if not any(isinstance(f, RedactExtras) for f in handler.filters):

@@ -1,0 +1,61 @@
+"""Log lines written to stderr once per event-loop step instead of once per record.
+
+Under load a Kirim process logs a line per message accepted or sent, and a stream handler
+makes each line a write() of its own. Here records made while an event loop runs in this
+thread are kept until the loop's current step ends and then written together, so a group
+commit of thirty accepts costs one write. Records made anywhere else (start-up, shutdown,
+other threads) are written at once, after anything still waiting, and ``flush`` (which
+logging calls at exit) writes whatever waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from typing import TextIO
+
+
+class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unused-ignore]
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream if stream is not None else sys.stderr)
+        self._waiting: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called with the handler's lock held (Handler.handle).
+        try:
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is None:
+            self._write([*self._take(), line])
+            return
+        if not self._waiting:
+            loop.call_soon(self.flush)
+        self._waiting.append(line)
+
+    def flush(self) -> None:
+        self.acquire()
+        try:
+            self._write(self._take())
+        finally:
+            self.release()
+
+    def _take(self) -> list[str]:
+        lines, self._waiting = self._waiting, []
+        return lines
+
+    def _write(self, lines: list[str]) -> None:
+        if not lines:
+            return
+        try:
+            self.stream.write("".join(lines))
+            self.stream.flush()
+        except Exception:
+            # Like StreamHandler: a closed or broken stream must not break the caller.
+            sys.stderr.write("--- logging error: could not write log lines ---\n")
