@@ -26,6 +26,7 @@ from bench.report import (
     render_growth_text,
     render_markdown,
     render_text,
+    speed_check,
     with_growth,
 )
 from bench.scenarios import MB
@@ -205,6 +206,7 @@ async def main_async(args: argparse.Namespace) -> int:
         layout=args.layout,
     )
     load_before = os.getloadavg()
+    speed_before = await asyncio.to_thread(speed_check)
     # The code measured is the code at the start: the checkout may change during the run.
     info = machine()
     info["Kirim commit"] = info.get("Kirim commit", "unknown") + _uncommitted()
@@ -222,13 +224,16 @@ async def main_async(args: argparse.Namespace) -> int:
     if not results:
         print("no results", file=sys.stderr)
         return 1
+    speed = f"{speed_before:.0f} / {await asyncio.to_thread(speed_check):.0f}"
     print()
+    print(f"host speed check (CPU ms of a fixed Python loop, lower is faster), before / after: "
+          f"{speed}")  # fmt: skip
     command = shlex.join(["python", "-m", "bench", *sys.argv[1:]])
     if args.mode == "growth":
         assert seed is not None
         print(render_growth_text(results))
         if args.markdown is not None:
-            facts = growth_facts(args, seed, load_before, info)
+            facts = growth_facts(args, seed, load_before, info, speed)
             section = render_growth_markdown(results, command, GROWTH_METHOD, facts)
             page = args.markdown.read_text() if args.markdown.exists() else ""
             args.markdown.write_text(with_growth(page, section))
@@ -238,7 +243,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"(Kirim runs started with {seed.count:,} messages stored)")
     print(render_text(results))
     if args.markdown is not None:
-        page = render_markdown(results, command, METHOD)
+        page = render_markdown(results, command, METHOD, {SPEED_LABEL: speed})
         # The growth section comes from its own command; keep it.
         old = growth_section(args.markdown.read_text()) if args.markdown.exists() else None
         args.markdown.write_text(page if old is None else with_growth(page, old))
@@ -246,11 +251,15 @@ async def main_async(args: argparse.Namespace) -> int:
     return 0
 
 
+SPEED_LABEL = "host speed check (CPU ms of a fixed Python loop, lower is faster), before / after"
+
+
 def growth_facts(
     args: argparse.Namespace,
     seed: SeedDatabase,
     load_before: tuple[float, float, float],
     info: dict[str, str],
+    speed: str,
 ) -> dict[str, str]:
     return {
         "database": args.database,
@@ -261,6 +270,7 @@ def growth_facts(
         "machine": f"{info['CPUs (nproc)']} CPUs, {info['CPU model']}, Python {info['Python']}, "
         f"SQLite {info['SQLite']}",
         "Kirim commit (at the start)": info["Kirim commit"],
+        SPEED_LABEL: speed,
     }
 
 

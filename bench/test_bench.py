@@ -42,6 +42,7 @@ from bench.report import (
     render_growth_markdown,
     render_markdown,
     render_text,
+    speed_check,
     with_growth,
 )
 from bench.sink import Sink
@@ -526,3 +527,12 @@ async def test_scale_out_layout_accepts_on_every_port_and_delivers() -> None:
     assert all(wait_gone(pid, 5) for pid in pids)
     assert server.postgres is not None and not server.postgres.created
     assert not server.root.exists()
+
+
+def test_the_host_speed_check_is_reported_with_the_machine() -> None:
+    assert speed_check(rounds=1) > 0
+    page = render_markdown(
+        [Result("kirim", "single", 5, 1.0)], "python -m bench", "Intro.", {"speed": "230 / 240"}
+    )
+    machine_section = page.split("## Machine", 1)[1]
+    assert "- speed: 230 / 240" in machine_section
