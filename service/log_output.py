@@ -11,6 +11,7 @@ logging calls at exit) writes whatever waits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 from typing import TextIO
@@ -20,6 +21,10 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unu
     def __init__(self, stream: TextIO | None = None) -> None:
         super().__init__(stream if stream is not None else sys.stderr)
         self._waiting: list[str] = []
+        # The loop a flush is scheduled on. Tracked rather than inferred from waiting
+        # lines: lines left by a loop that ended before its flush ran must not stop the
+        # next loop from scheduling one.
+        self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called with the handler's lock held (Handler.handle).
@@ -35,13 +40,15 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unu
         if loop is None:
             self._write([*self._take(), line])
             return
-        if not self._waiting:
+        if self._flush_on is not loop:
             loop.call_soon(self.flush)
+            self._flush_on = loop
         self._waiting.append(line)
 
     def flush(self) -> None:
         self.acquire()
         try:
+            self._flush_on = None
             self._write(self._take())
         finally:
             self.release()
@@ -58,4 +65,5 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unu
             self.stream.flush()
         except Exception:
             # Like StreamHandler: a closed or broken stream must not break the caller.
-            sys.stderr.write("--- logging error: could not write log lines ---\n")
+            with contextlib.suppress(Exception):
+                sys.stderr.write("--- logging error: could not write log lines ---\n")

@@ -17,6 +17,7 @@ from service.domain.retry import RetryPolicy
 from service.submission import prepare
 from service.webhooks import endpoints
 from service.webhooks.events import webhook_id
+from tests.support.settlements import sent
 
 
 def _event(message_id: str) -> dict[str, object]:
@@ -81,25 +82,14 @@ async def _seed(db: Database, tenant: str, n: int) -> None:
 
 
 def _sent(c: queue.Claimed, token: str, now: float) -> queue.Settlement:
-    return queue.Settlement(
-        recipient_id=c.id,
-        token=token,
+    return sent(
+        c.id,
         message_id=c.message_id,
         tenant_id=c.tenant_id,
         email=c.email,
-        status="sent",
+        token=token,
         attempt_number=c.attempts + 1,
-        next_attempt_at=None,
-        reason="sent",
-        event_type="message.sent",
-        outcome="accepted",
-        stage="dot",
-        code=250,
-        enhanced="2.0.0",
-        reply="250 ok",
         started_at=now,
-        duration=0.1,
-        possible_duplicate=False,
     )
 
 

@@ -91,3 +91,25 @@ def test_a_process_that_ends_inside_its_loop_loses_no_line() -> None:
     assert done.returncode == 0, done.stderr
     lines = [ln for ln in done.stderr.splitlines() if "kirim.test" in ln]
     assert [ln.rsplit(" ", 2)[-2:] for ln in lines] == [["line", str(i)] for i in range(5)]
+
+
+def test_lines_left_by_a_loop_that_ended_are_written_by_the_next() -> None:
+    stream = CountingStream()
+    log = _logger(stream)
+
+    def last_words() -> None:
+        log.info("from the first loop")
+        first.stop()  # the loop ends with this step: its scheduled flush never runs
+
+    first = asyncio.new_event_loop()
+    first.call_soon(last_words)
+    first.run_forever()
+    first.close()
+    assert stream.getvalue() == ""
+
+    async def next_loop() -> None:
+        log.info("from the second loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(next_loop())
+    assert stream.getvalue() == "from the first loop\nfrom the second loop\n"

@@ -16,6 +16,7 @@ import pytest
 
 from service.db import queue
 from service.delivery import worker as worker_module
+from tests.support.settlements import sent
 
 pytestmark = pytest.mark.asyncio
 
@@ -23,26 +24,7 @@ GATHER = 5.0  # long enough that a test finishing early proves no wait happened
 
 
 def _settlement(i: int) -> queue.Settlement:
-    return queue.Settlement(
-        recipient_id=f"r{i}",
-        token="t",
-        message_id=f"m{i}",
-        tenant_id="tenant",
-        email=f"u{i}@example.com",
-        status="sent",
-        attempt_number=1,
-        next_attempt_at=None,
-        reason="",
-        event_type="message.delivered",
-        outcome="accepted",
-        stage="data",
-        code=250,
-        enhanced="2.0.0",
-        reply="ok",
-        started_at=0.0,
-        duration=0.0,
-        possible_duplicate=False,
-    )
+    return sent(f"r{i}", message_id=f"m{i}", tenant_id="tenant", email=f"u{i}@x.test", token="t")
 
 
 class Recorder:
