@@ -2,12 +2,14 @@
 
 aiosqlite hands every call to a thread and back; on this class of machine one hand-off
 costs about 0.5 ms, and a simple indexed read makes five of them. SQLite calls that do not
-wait on a lock finish in microseconds, so for the *reader* pool Kirim runs them directly on
-the event loop: WAL readers never wait for the writer. A commit, which syncs to disk, runs
-inline too (see ``commit``); waiting for another process's write lock is bounded by a short
-busy timeout and retried asynchronously (``Database._begin_sqlite``).
+wait on a lock finish in microseconds, so Kirim runs them directly on the event loop: WAL
+readers never wait for the writer, and the one writer connection's statements are short. A
+commit, which syncs to disk, runs inline too (see ``commit``); waiting for another process's
+write lock is bounded by a short busy timeout and retried asynchronously
+(``Database._begin_sqlite``).
 
-Registered as ``sqlite+kirim_inline``; used by ``service.db.engine.Database`` for reads.
+Registered as ``sqlite+kirim_inline``; used by ``service.db.engine.Database`` for its reader
+pool and its writer connection.
 """
 
 from __future__ import annotations
