@@ -55,7 +55,9 @@ relay every message to it; neither the load generator nor the sink is counted as
   connections (and batch senders) are dealt evenly over the API ports; CPU and peak MB are
   summed over every Kirim process of the layout.
 - **idle**: a paced trickle (10 messages/s for 20 s); latency is from submission start (SMTP
-  session or POST) to the sink's receipt.
+  session or POST) to the sink's receipt. Postfix's submissions come from aiosmtplib, one SMTP
+  session each; Kirim's from the lean HTTP client over keep-alive connections (through a
+  general-purpose client each POST would carry about 4 ms of the client's own time here).
 
 Columns: *msgs/s* is delivered messages divided by the time from the first submission to the
 sink's receipt of the last one. *accepts/s* is Kirim's 202 responses per second of load.

@@ -62,18 +62,6 @@ def client(base_url: str, api_key: str, connections: int) -> httpx.AsyncClient:
     )
 
 
-async def _post_one(http: httpx.AsyncClient, index: int, outcome: LoadOutcome) -> str | None:
-    try:
-        response = await http.post("/v1/messages", json=message(index))
-    except httpx.HTTPError as error:
-        outcome.fail(type(error).__name__, str(error))
-        return None
-    if response.status_code != 202:
-        outcome.fail(str(response.status_code), response.text)
-        return None
-    return str(response.json()["id"])
-
-
 def _batch_ids(payload: Any) -> list[str]:
     """Message ids out of a batch response, whichever list key the API uses."""
     items: Any = payload
@@ -114,35 +102,6 @@ async def post_batches(
     await asyncio.gather(*(worker(http) for http in senders))
     outcome.finished = time.monotonic()
     return None if missing else outcome
-
-
-async def post_paced(
-    clients: Sequence[httpx.AsyncClient], count: int, per_second: float
-) -> tuple[list[float], LoadOutcome]:
-    """Open-loop trickle: request i starts at i/per_second whatever earlier ones are doing,
-    through the clients in turn. Returns the start time of every accepted request, in
-    start order."""
-    outcome = LoadOutcome()
-    accepted: list[tuple[float, str]] = []
-
-    async def send(index: int) -> None:
-        sent = time.monotonic()
-        message_id = await _post_one(clients[index % len(clients)], index, outcome)
-        if message_id is not None:
-            accepted.append((sent, message_id))
-
-    outcome.started = time.monotonic()
-    tasks = []
-    for index in range(count):
-        delay = outcome.started + index / per_second - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.ensure_future(send(index)))
-    await asyncio.gather(*tasks)
-    outcome.finished = time.monotonic()
-    accepted.sort()
-    outcome.ids = [message_id for _, message_id in accepted]
-    return [sent for sent, _ in accepted], outcome
 
 
 def _time(value: Any) -> datetime | None:

@@ -198,9 +198,10 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
                 for url in server.base_urls
             ]
             if mode == "idle":
-                starts, outcome = await load.post_paced(
-                    clients, options.idle_messages, options.idle_rate
-                )
+                starts, outcome = await raw_http.post_paced(
+                    "127.0.0.1", server.ports, server.api_key, options.idle_messages,
+                    options.idle_rate, load.message,
+                )  # fmt: skip
             elif mode == "batch":
                 batch = await load.post_batches(clients, options.messages, options.concurrency)
                 if batch is None:
@@ -234,8 +235,8 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
             )
         if mode == "idle":
             result.notes.append(
-                f"{options.idle_rate:g} msgs/s for {options.idle_seconds:g} s; latency is POST "
-                "start to the sink's receipt"
+                f"{options.idle_rate:g} msgs/s for {options.idle_seconds:g} s over lean "
+                "keep-alive connections; latency is POST start to the sink's receipt"
             )
         else:
             result.notes.append(

@@ -238,10 +238,34 @@ async def test_post_batches_and_paced_spread_over_clients() -> None:
         assert outcome is not None and len(outcome.ids) == 2000
         # Four batches, so four senders: two on each API process.
         assert sorted(connections) == sorted([port_a, port_a, port_b, port_b])
-        hosts.clear()
-        starts, paced = await load.post_paced(clients, 4, 1000.0)
-        assert len(starts) == len(paced.ids) == 4
-    assert sorted(hosts) == sorted(f"127.0.0.1:{p}" for p in (port_a, port_a, port_b, port_b))
+    assert len(hosts) == 4
+
+
+async def test_post_paced_keeps_its_pace_and_spreads_over_api_ports() -> None:
+    import json
+
+    hosts: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        hosts.append(headers["host"])
+        if len(hosts) == 3:
+            return 503, b'{"title": "busy"}'
+        return 202, json.dumps({"id": f"msg_{len(hosts)}"}).encode()
+
+    connections: list[int] = []
+    first, port_a = await _serve(handler, connections)
+    second, port_b = await _serve(handler, connections)
+    async with first, second:
+        starts, paced = await raw_http.post_paced(
+            "127.0.0.1", [port_a, port_b], "k", 8, 20.0, load.message
+        )
+    assert len(starts) == len(paced.ids) == 7 and paced.failures == {"503": 1}
+    assert starts == sorted(starts)
+    # Open loop at 20/s: the eighth request starts no sooner than 350 ms after the first.
+    assert starts[-1] - paced.started >= 0.35
+    assert sorted(hosts) == sorted(f"127.0.0.1:{p}" for p in [port_a, port_b] * 4)
+    # 100 ms apart on each port, later requests find their port's connection idle again.
+    assert set(connections) == {port_a, port_b} and len(connections) < 8
 
 
 def test_layout_parsing() -> None:
