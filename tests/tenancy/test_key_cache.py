@@ -97,7 +97,10 @@ async def test_new_keys_work_at_once_and_expiry_is_exact(database_url: str) -> N
             await db.dispose()
         assert (await app.client.get("/v1/messages", headers=bearer(plain))).status_code == 200
 
-        short, _ = await new_key(database_url, tenant="t", expires_in=0.5)
+        # Long enough that a loaded machine still uses the key before it expires (0.5 s
+        # was not, once in CI); the wait below ends after the expiry, wherever it fell.
+        short, _ = await new_key(database_url, tenant="t", expires_in=3.0)
+        created_by = time.time()
         assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 200
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(max(0.0, created_by + 3.0 - time.time()) + 0.2)
         assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 401

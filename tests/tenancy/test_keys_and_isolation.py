@@ -7,6 +7,7 @@ caller's objects; a key lacking a scope gets 403; revoked and expired keys get 4
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -102,9 +103,12 @@ async def test_scopes_revocation_and_expiry(database_url: str) -> None:
         listed = {k["id"]: k for k in (await _as(app, admin, "GET", "/v1/keys")).json()["data"]}
         assert listed[victim_id]["revoked_at"] is not None
 
-        short, _ = await new_key(database_url, tenant="t", expires_in=0.5)
+        # Long enough to be used before it expires on a loaded machine; the wait ends
+        # after the expiry, wherever it fell.
+        short, _ = await new_key(database_url, tenant="t", expires_in=3.0)
+        created_by = time.time()
         assert (await _as(app, short, "GET", "/v1/messages")).status_code == 200
-        await asyncio.sleep(0.7)
+        await asyncio.sleep(max(0.0, created_by + 3.0 - time.time()) + 0.2)
         assert (await _as(app, short, "GET", "/v1/messages")).status_code == 401
 
         assert (await _as(app, "kirim_unknown", "GET", "/v1/messages")).status_code == 401
