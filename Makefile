@@ -30,7 +30,8 @@ openapi: $(STAMP)
 	$(BIN)/kirim openapi
 
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -n $(JOBS) --dist loadfile -q
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -q -m "not alone"
+	$(BIN)/pytest -q -m alone
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
