@@ -33,6 +33,17 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unu
         except Exception:
             self.handleError(record)
             return
+        self._add(line)
+
+    def write_line(self, line: str) -> None:
+        """Write a line formatted without a record, as ``emit`` writes a record's."""
+        self.acquire()
+        try:
+            self._add(line + self.terminator)
+        finally:
+            self.release()
+
+    def _add(self, line: str) -> None:
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:

@@ -52,10 +52,14 @@ _TRIGGER_WORDS = (
 )  # fmt: skip
 
 
+# The same words as a case-sensitive pattern, for lowered ASCII text: one scan of the text
+# instead of one per word, and without IGNORECASE (which makes a search ten times slower).
+_TRIGGER_LOWER = re.compile("|".join(re.escape(word) for word in _TRIGGER_WORDS))
+
+
 def _may_hold_secret(text: str) -> bool:
-    if text.isascii():  # substring tests are ten times faster than the regex
-        low = text.lower()
-        return any(word in low for word in _TRIGGER_WORDS)
+    if text.isascii():
+        return _TRIGGER_LOWER.search(text.lower()) is not None
     # Unicode case-insensitive matching knows more equivalences than lower() (long s,
     # Kelvin sign, dotless i), so text that is not ASCII takes the regex.
     return _TRIGGER.search(text) is not None
@@ -110,30 +114,37 @@ _STANDARD = frozenset(vars(logging.LogRecord("x", 0, "x", 0, "x", None, None))) 
 _PLAIN = (int, float, bool, type(None))  # a tuple: isinstance with a union is slower
 
 
+def redact_fields(fields: dict[str, Any]) -> bool:
+    """Redact the values of log-line fields (a record's ``extra=``) in place; True if any."""
+    extras = [(name, value) for name, value in fields.items() if not isinstance(value, _PLAIN)]
+    # One search over every string field (a delivery line has a dozen); only a line that
+    # holds a trigger word is redacted field by field.
+    joined = "\x00".join(v if isinstance(v, str) else repr(v) for _, v in extras)
+    if not _may_hold_secret(joined):
+        return False
+    changed = False
+    for name, value in extras:
+        if isinstance(value, str):
+            cleaned = redact(value)
+        else:
+            shown = repr(value)
+            cleaned = redact(shown)
+            if cleaned == shown:
+                continue
+        if cleaned != value:
+            fields[name] = cleaned
+            changed = True
+    return changed
+
+
 class RedactExtras(logging.Filter):
     """Redacts ``extra=`` attributes, which are set after the record factory has run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        extras = [
-            (name, value)
-            for name, value in vars(record).items()
-            if name not in _STANDARD and not isinstance(value, _PLAIN)
-        ]
-        # One search over every string extra (a delivery line has a dozen); only a record
-        # that holds a trigger word is redacted field by field.
-        joined = "\x00".join(v if isinstance(v, str) else repr(v) for _, v in extras)
-        if not _may_hold_secret(joined):
-            return True
-        for name, value in extras:
-            if isinstance(value, str):
-                cleaned = redact(value)
-            else:
-                shown = repr(value)
-                cleaned = redact(shown)
-                if cleaned == shown:
-                    continue
-            if cleaned != value:
-                setattr(record, name, cleaned)
+        attrs = vars(record)
+        extras = {name: value for name, value in attrs.items() if name not in _STANDARD}
+        if redact_fields(extras):
+            attrs.update(extras)
         return True
 
 

@@ -40,6 +40,10 @@ class _Fields:
 
     def extras(self, record: logging.LogRecord) -> dict[str, Any]:
         out = {k: v for k, v in record.__dict__.items() if k not in _STANDARD and k[0] != "_"}
+        return self.shown(out)
+
+    def shown(self, out: dict[str, Any]) -> dict[str, Any]:
+        """``out`` (changed in place) as the line prints it: recipients hashed if so set."""
         if self.recipients == "hash":
             plain = out.get("recipient")
             if isinstance(plain, str):
@@ -63,12 +67,7 @@ class JsonFormatter(logging.Formatter):
         self._fields = _Fields(recipients)
 
     def format(self, record: logging.LogRecord) -> str:
-        doc: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
+        doc = self._head(record.created, record.levelname, record.name, record.getMessage())
         doc.update(self._fields.extras(record))
         if record.exc_info and not record.exc_text:
             record.exc_text = logs.redact(self.formatException(record.exc_info))
@@ -76,10 +75,32 @@ class JsonFormatter(logging.Formatter):
             doc["exc"] = record.exc_text
         if record.stack_info:
             doc["stack"] = record.stack_info
-        try:
-            return orjson.dumps(doc, default=str).decode()
-        except TypeError:  # keys that are not strings, integers too large for JSON
-            return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
+        return _dumps(doc)
+
+    def line(
+        self, created: float, level: str, logger: str, msg: str, fields: dict[str, Any]
+    ) -> str:
+        """What ``format`` gives for a record of these parts with ``fields`` as extras (no
+        exception), for callers that log without making a record; ``fields`` is changed."""
+        doc = self._head(created, level, logger, msg)
+        doc.update(self._fields.shown(fields))
+        return _dumps(doc)
+
+    @staticmethod
+    def _head(created: float, level: str, logger: str, msg: str) -> dict[str, Any]:
+        return {
+            "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+            "level": level.lower(),
+            "logger": logger,
+            "msg": msg,
+        }
+
+
+def _dumps(doc: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(doc, default=str).decode()
+    except TypeError:  # keys that are not strings, integers too large for JSON
+        return json.dumps(doc, default=str, ensure_ascii=False, separators=(",", ":"))
 
 
 class TextFormatter(logging.Formatter):

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from service.observability import metrics
+from service.observability import event_lines, metrics
 from service.observability.tracing import cached_traceparent, trace_id_of
 
 if TYPE_CHECKING:
@@ -32,6 +32,19 @@ _WEBHOOK_RESULT = {
 }
 
 
+# Labelled children by metric and label values (a few dozen at most): ``labels()`` takes a
+# lock and checks its arguments on every call, twice per recipient sent.
+_children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+
+
+def _child(metric: Any, *values: str) -> Any:
+    key = (metric, values)
+    child = _children.get(key)
+    if child is None:
+        child = _children[key] = metric.labels(*values)
+    return child
+
+
 def accepted(item: NewMessage) -> None:
     try:
         m = metrics.get()
@@ -40,9 +53,10 @@ def accepted(item: NewMessage) -> None:
         if not accept_log.isEnabledFor(logging.INFO):
             return
         msg = item.message
-        accept_log.info(
+        event_lines.info(
+            accept_log,
             "accepted",
-            extra={
+            {
                 "event": "accept",
                 "message_id": msg.get("id"),
                 "tenant": msg.get("tenant_id"),
@@ -62,14 +76,14 @@ def settled(settlements: Sequence[Settlement], body: MessageBody | None) -> None
         trace_id = trace_id_of(getattr(body, "traceparent", None))
         timed: set[tuple[float, float]] = set()
         for s in settlements:
-            m.deliveries.labels(s.status, metrics.status_class(s.enhanced, s.code)).inc()
+            _child(m.deliveries, s.status, metrics.status_class(s.enhanced, s.code)).inc()
             if s.attempted and (s.started_at, s.duration) not in timed:
                 timed.add((s.started_at, s.duration))
-                m.attempt_duration.labels(s.outcome).observe(s.duration)
-            attempt_log.info(
-                "attempt %s",
-                s.status,
-                extra={
+                _child(m.attempt_duration, s.outcome).observe(s.duration)
+            event_lines.info(
+                attempt_log,
+                f"attempt {s.status}",
+                {
                     "event": "attempt",
                     "message_id": s.message_id,
                     "recipient_id": s.recipient_id,
