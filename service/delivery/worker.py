@@ -229,21 +229,28 @@ class Worker:
         pending.difference_update(c.id for c in expired)
         settlements = [self._expired(token, body, c, now) for c in expired]
         live = [c for c in group if now < c.deadline]
-        async with contextlib.AsyncExitStack() as slot:
-            if live:
-                await slot.enter_async_context(self._slots.hold(min(c.priority for c in live)))
+        if live:
+            # Plain acquire and release rather than a context manager: this runs once per
+            # message, and the context-manager machinery cost more than the slot itself.
+            await self._slots.acquire(min(c.priority for c in live))
+            try:
                 # A drain may have released these claims while this job waited for a slot.
                 live = [c for c in live if c.id in pending and not self._draining]
                 pending.difference_update(c.id for c in live)
-            if live and self.opt.return_path:
-                # A signed envelope sender per recipient names it in any bounce, at the
-                # cost of one transaction each (MAIL FROM is per transaction).
-                for one in await asyncio.gather(
-                    *(self._attempt(token, body, [c], self._return_path(body, c)) for c in live)
-                ):
-                    settlements += one
-            elif live:
-                settlements += await self._attempt(token, body, live)
+                if live and self.opt.return_path:
+                    # A signed envelope sender per recipient names it in any bounce, at the
+                    # cost of one transaction each (MAIL FROM is per transaction).
+                    for one in await asyncio.gather(
+                        *(
+                            self._attempt(token, body, [c], self._return_path(body, c))
+                            for c in live
+                        )
+                    ):
+                        settlements += one
+                elif live:
+                    settlements += await self._attempt(token, body, live)
+            finally:
+                self._slots.release()
         await self._settler.submit(settlements)
         record.settled(settlements, body)
         before = self.inflight
