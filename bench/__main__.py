@@ -33,7 +33,8 @@ from bench.scenarios import MB
 
 METHOD = """
 Run `python -m bench [--messages N] [--concurrency 64] [--mode single|batch|idle|all]
-[--database sqlite|postgresql] [--layout serve|NxM] [--markdown docs/benchmarks.md]` as root
+[--rounds N] [--database sqlite|postgresql] [--layout serve|NxM]
+[--markdown docs/benchmarks.md]` as root
 (it installs Debian's `postfix` package for `smtp-sink` if missing, with service starts
 blocked). This page is written by that command; rerun it rather than editing the numbers.
 
@@ -58,6 +59,12 @@ relay every message to it; neither the load generator nor the sink is counted as
   session or POST) to the sink's receipt. Postfix's submissions come from aiosmtplib, one SMTP
   session each; Kirim's from the lean HTTP client over keep-alive connections (through a
   general-purpose client each POST would carry about 4 ms of the client's own time here).
+
+The host's cores are shared with other guests, and its speed swings within seconds (the
+same Python loop takes from about 300 to 650 ms): *host ms* is that loop's time (the
+speed check) taken just before each run. With `--rounds N` the whole plan runs N times,
+interleaved; each Kirim row is paired with the Postfix row of its own round, and the median
+of those ratios over the rounds is given last, so one run caught by a swing cannot move it.
 
 Columns: *msgs/s* is delivered messages divided by the time from the first submission to the
 sink's receipt of the last one. *accepts/s* is Kirim's 202 responses per second of load.
@@ -98,6 +105,7 @@ the empty run of the same mode; the machine is shared, so single runs are noisy.
 """
 
 Run = Callable[[], Awaitable[Result | None]]
+Planned = tuple[str, Run, int]  # name, run, round
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -119,14 +127,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              "and M worker-only ones on one PostgreSQL database (2x2)")  # fmt: skip
     parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_ADMIN_URL,
                         help="server where a throw-away database is created")  # fmt: skip
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat the plan this many times, interleaved; ratios pair runs "
+                             "of the same round and add the median over rounds")  # fmt: skip
     parser.add_argument("--idle-seconds", type=float, default=20.0)
     parser.add_argument("--kirim-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra KIRIM_* setting for the server (repeatable)")  # fmt: skip
     parser.add_argument("--markdown", type=Path, metavar="FILE",
                         help="also write the results and machine description here")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.messages < 1 or args.concurrency < 1:
-        parser.error("--messages and --concurrency must be positive")
+    if args.messages < 1 or args.concurrency < 1 or args.rounds < 1:
+        parser.error("--messages, --concurrency and --rounds must be positive")
+    if args.rounds > 1 and args.mode == "growth":
+        parser.error("--rounds is for the side-by-side modes; growth pairs its runs itself")
     if args.mode == "growth" and args.preload is None:
         args.preload = 1_000_000
     if args.preload is not None and args.preload < 1:
@@ -153,12 +166,12 @@ def _kirim(options: scenarios.Options, mode: str, seed: SeedDatabase | None = No
 
 def plan(
     args: argparse.Namespace, options: scenarios.Options, seed: SeedDatabase | None = None
-) -> list[tuple[str, Run]]:
+) -> list[Planned]:
     if args.mode == "growth":
         assert seed is not None
         # Each pair back to back, so both halves of a ratio see the same machine.
         return [
-            (f"kirim {mode}{label}", _kirim(options, mode, s))
+            (f"kirim {mode}{label}", _kirim(options, mode, s), 1)
             for mode in ("single", "batch")
             for label, s in (("", None), (f" with {args.preload:,} stored", seed))
         ]
@@ -173,13 +186,19 @@ def plan(
         layout = f", {args.layout.label}" if args.layout.scale_out else ""
         for mode in modes:
             runs.append((f"kirim {mode}{layout}", _kirim(options, mode, seed)))
-    return runs
+    return [
+        (name + (f" (round {n})" if args.rounds > 1 else ""), run, n)
+        for n in range(1, args.rounds + 1)
+        for name, run in runs
+    ]
 
 
-async def run_all(runs: list[tuple[str, Run]]) -> list[Result]:
+async def run_all(runs: list[Planned]) -> list[Result]:
     results: list[Result] = []
-    for name, run in runs:
+    for name, run, round_number in runs:
         print(f"running {name} ...", flush=True)
+        # The host's speed swings within seconds; each row says where it stood.
+        speed = await asyncio.to_thread(speed_check, 1)
         began = time.monotonic()
         try:
             result = await run()
@@ -187,6 +206,7 @@ async def run_all(runs: list[tuple[str, Run]]) -> list[Result]:
             print(f"{name} failed: {error}", file=sys.stderr, flush=True)
             continue
         if result is not None:
+            result.round, result.speed_ms = round_number, speed
             results.append(result)
             print(f"  done in {time.monotonic() - began:.1f} s", flush=True)
     return results

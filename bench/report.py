@@ -6,6 +6,7 @@ import math
 import os
 import platform
 import sqlite3
+import statistics
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,8 @@ class Result:
     peak_whole_mb: float | None = None
     preloaded: int = 0  # messages already in the database when the run began
     layout: str = ""  # Kirim: the processes of a scale-out run ("2 API + 2 worker")
+    round: int = 1  # with --rounds: which pass over the plan this run belonged to
+    speed_ms: float | None = None  # the host speed check just before this run
 
     @property
     def label(self) -> str:
@@ -51,14 +54,15 @@ def _cell(value: float | None, digits: int = 1) -> str:
 
 
 COLUMNS = ("system", "mode", "messages", "msgs/s", "accepts/s", "p50 ms", "p99 ms",
-           "CPU ms/msg", "peak MB")  # fmt: skip
+           "CPU ms/msg", "peak MB", "host ms")  # fmt: skip
 
 
 def rows(results: list[Result]) -> list[tuple[str, ...]]:
+    several = _rounds(results) > 1
     return [
         (
             r.system,
-            r.label,
+            r.label + (f", round {r.round}" if several else ""),
             f"{r.messages:,}",
             _cell(r.rate, 0),
             _cell(r.accept_rate, 0),
@@ -66,6 +70,7 @@ def rows(results: list[Result]) -> list[tuple[str, ...]]:
             _cell(r.p99_ms),
             _cell(r.cpu_ms, 2),
             _cell(r.peak_mb),
+            _cell(r.speed_ms, 0),
         )
         for r in results
     ]
@@ -79,18 +84,20 @@ def _ratio(kirim: float | None, postfix: float | None) -> str:
 
 def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
     """Each Kirim row against the Postfix row it compares with (idle with idle, the rest
-    with Postfix's throughput run)."""
-    postfix = {r.mode: r for r in results if r.system == "postfix"}
+    with Postfix's throughput run) of the same round."""
+    postfix = {(r.round, r.mode): r for r in results if r.system == "postfix"}
+    several = _rounds(results) > 1
     out: list[tuple[str, ...]] = []
     for r in results:
         if r.system != "kirim":
             continue
-        base = postfix.get("idle" if r.mode == "idle" else "throughput")
+        base = postfix.get((r.round, "idle" if r.mode == "idle" else "throughput"))
         if base is None:
             continue
+        name = f"kirim {r.label} / postfix {base.mode}"
         out.append(
             (
-                f"kirim {r.label} / postfix {base.mode}",
+                name + (f", round {r.round}" if several else ""),
                 _ratio(r.rate, base.rate),
                 _ratio(r.p50_ms, base.p50_ms),
                 _ratio(r.p99_ms, base.p99_ms),
@@ -99,6 +106,43 @@ def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
             )
         )
     return out
+
+
+def _rounds(results: list[Result]) -> int:
+    return max((r.round for r in results), default=1)
+
+
+def median_ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """With several rounds: per Kirim mode, the median of its per-round ratios.
+
+    The host's speed swings within seconds (the speed check column), so one pair of runs
+    can land on different sides of a swing; the median of pairs run back to back can not
+    be moved by one such pair.
+    """
+    if _rounds(results) < 2:
+        return []
+    postfix = {(r.round, r.mode): r for r in results if r.system == "postfix"}
+    pairs: dict[str, list[tuple[Result, Result]]] = {}
+    for r in results:
+        base = postfix.get((r.round, "idle" if r.mode == "idle" else "throughput"))
+        if r.system == "kirim" and base is not None:
+            pairs.setdefault(f"kirim {r.label} / postfix {base.mode}", []).append((r, base))
+    out = []
+    for name, runs in pairs.items():
+        cells = [
+            _median_ratio([(k.rate, p.rate) for k, p in runs]),
+            _median_ratio([(k.p50_ms, p.p50_ms) for k, p in runs]),
+            _median_ratio([(k.p99_ms, p.p99_ms) for k, p in runs]),
+            _median_ratio([(k.cpu_ms, p.cpu_ms) for k, p in runs]),
+            _median_ratio([(k.peak_mb, p.peak_mb) for k, p in runs]),
+        ]
+        out.append((f"{name} (median of {len(runs)})", *cells))
+    return out
+
+
+def _median_ratio(pairs: list[tuple[float | None, float | None]]) -> str:
+    ratios = [k / p for k, p in pairs if k is not None and p]
+    return "-" if not ratios else f"{statistics.median(ratios):.2f}x"
 
 
 RATIO_COLUMNS = ("ratio", "msgs/s", "p50", "p99", "CPU/msg", "peak MB")
@@ -158,7 +202,7 @@ def speed_check(rounds: int = 3) -> float:
 
     The cores are shared with other guests of the host: the same loop has taken from 340 to
     520 ms on one machine within an hour. Runs far apart compare only next to this figure;
-    the two systems of one run see the same machine.
+    it also swings within seconds, so each run of a bench records it just before it starts.
     """
     best = float("inf")
     for _ in range(rounds):
@@ -172,7 +216,7 @@ def speed_check(rounds: int = 3) -> float:
 
 def render_text(results: list[Result]) -> str:
     parts = [text_table(COLUMNS, rows(results))]
-    ratios = ratio_rows(results)
+    ratios = ratio_rows(results) + median_ratio_rows(results)
     if ratios:
         parts.append(text_table(RATIO_COLUMNS, ratios))
     notes = [f"{r.system} {r.label}: {note}" for r in results for note in r.notes]
@@ -341,6 +385,9 @@ def render_markdown(
     ratios = ratio_rows(results)
     if ratios:
         parts += ["## Kirim / Postfix", markdown_table(RATIO_COLUMNS, ratios)]
+    medians = median_ratio_rows(results)
+    if medians:
+        parts += ["### Median over the rounds", markdown_table(RATIO_COLUMNS, medians)]
     notes = [f"- {r.system} {r.label}: {note}" for r in results for note in r.notes]
     if notes:
         parts += ["## Notes from this run", "\n".join(notes)]

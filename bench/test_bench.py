@@ -37,6 +37,7 @@ from bench.report import (
     growth_checks,
     growth_ratio_rows,
     growth_section,
+    median_ratio_rows,
     percentile,
     ratio_rows,
     render_growth_markdown,
@@ -283,7 +284,7 @@ def test_layout_arguments() -> None:
     assert args.layout == Layout(2, 2)
     assert bench_main.parse_args([]).layout == SERVE
     assert bench_main.parse_args(["--layout", "serve"]).layout == SERVE
-    names = [name for name, _ in bench_main.plan(args, scenarios.Options(layout=args.layout))]
+    names = [name for name, *_ in bench_main.plan(args, scenarios.Options(layout=args.layout))]
     assert names == [
         "postfix throughput",
         "postfix idle",
@@ -343,6 +344,42 @@ def test_sent_time_falls_back_to_events() -> None:
                          {"type": "message.sent", "created_at": stamp}]}  # fmt: skip
     assert load.sent_time(detail) == datetime.fromisoformat(stamp)
     assert load.sent_time({"recipients": [{"status": "queued"}]}) is None
+
+
+def test_rounds_interleave_and_pair_within_a_round() -> None:
+    args = bench_main.parse_args(["--mode", "single", "--rounds", "3"])
+    planned = [(name, n) for name, _, n in bench_main.plan(args, scenarios.Options())]
+    assert planned == [
+        (f"{system} (round {n})", n)
+        for n in (1, 2, 3)
+        for system in ("postfix throughput", "kirim single")
+    ]
+    for argv in (["--rounds", "0"], ["--mode", "growth", "--rounds", "2"]):
+        with pytest.raises(SystemExit):
+            bench_main.parse_args(argv)
+    # Round 2's host was slow for Postfix alone: its pair says so, the median does not.
+    results = [
+        Result("postfix", "throughput", 100, 400.0, cpu_ms=2.0, round=1, speed_ms=300.0),
+        Result("kirim", "single", 100, 1200.0, cpu_ms=1.0, round=1, speed_ms=310.0),
+        Result("postfix", "throughput", 100, 200.0, cpu_ms=4.0, round=2, speed_ms=600.0),
+        Result("kirim", "single", 100, 1300.0, cpu_ms=1.0, round=2, speed_ms=305.0),
+        Result("postfix", "throughput", 100, 420.0, cpu_ms=2.0, round=3, speed_ms=320.0),
+        Result("kirim", "single", 100, 1302.0, cpu_ms=1.0, round=3, speed_ms=300.0),
+    ]
+    assert [(name, rate) for name, rate, *_ in ratio_rows(results)] == [
+        ("kirim single / postfix throughput, round 1", "3.00x"),
+        ("kirim single / postfix throughput, round 2", "6.50x"),
+        ("kirim single / postfix throughput, round 3", "3.10x"),
+    ]
+    assert median_ratio_rows(results) == [
+        ("kirim single / postfix throughput (median of 3)", "3.10x", "-", "-", "0.50x", "-")
+    ]
+    assert median_ratio_rows(results[:2]) == []  # one round: nothing to take a median of
+    text = render_text(results)
+    assert "single, round 2" in text and "(median of 3)" in text
+    markdown = render_markdown(results, "python -m bench", "Intro.")
+    assert "| postfix | throughput, round 2 | 100 | 200 |" in markdown
+    assert "| 600 |" in markdown and "### Median over the rounds" in markdown
 
 
 def test_report_ratios_and_markdown() -> None:
