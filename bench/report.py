@@ -108,6 +108,11 @@ def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
     return out
 
 
+def run_notes(results: list[Result]) -> list[str]:
+    """Each run's notes, once: the rounds of one mode all say the same."""
+    return list(dict.fromkeys(f"{r.system} {r.label}: {note}" for r in results for note in r.notes))
+
+
 def _rounds(results: list[Result]) -> int:
     return max((r.round for r in results), default=1)
 
@@ -219,7 +224,7 @@ def render_text(results: list[Result]) -> str:
     ratios = ratio_rows(results) + median_ratio_rows(results)
     if ratios:
         parts.append(text_table(RATIO_COLUMNS, ratios))
-    notes = [f"{r.system} {r.label}: {note}" for r in results for note in r.notes]
+    notes = run_notes(results)
     if notes:
         parts.append("\n".join(notes))
     return "\n\n".join(parts)
@@ -388,7 +393,7 @@ def render_markdown(
     medians = median_ratio_rows(results)
     if medians:
         parts += ["### Median over the rounds", markdown_table(RATIO_COLUMNS, medians)]
-    notes = [f"- {r.system} {r.label}: {note}" for r in results for note in r.notes]
+    notes = [f"- {line}" for line in run_notes(results)]
     if notes:
         parts += ["## Notes from this run", "\n".join(notes)]
     parts += ["## Machine", "\n".join(f"- {key}: {value}" for key, value in info.items())]

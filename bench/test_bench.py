@@ -375,8 +375,10 @@ def test_rounds_interleave_and_pair_within_a_round() -> None:
         ("kirim single / postfix throughput (median of 3)", "3.10x", "-", "-", "0.50x", "-")
     ]
     assert median_ratio_rows(results[:2]) == []  # one round: nothing to take a median of
+    results[1].notes = results[3].notes = ["how latency was taken"]
     text = render_text(results)
     assert "single, round 2" in text and "(median of 3)" in text
+    assert text.count("how latency was taken") == 1
     markdown = render_markdown(results, "python -m bench", "Intro.")
     assert "| postfix | throughput, round 2 | 100 | 200 |" in markdown
     assert "| 600 |" in markdown and "### Median over the rounds" in markdown
