@@ -241,10 +241,7 @@ class Worker:
                     # A signed envelope sender per recipient names it in any bounce, at the
                     # cost of one transaction each (MAIL FROM is per transaction).
                     for one in await asyncio.gather(
-                        *(
-                            self._attempt(token, body, [c], self._return_path(body, c))
-                            for c in live
-                        )
+                        *(self._attempt(token, body, [c], self._return_path(body, c)) for c in live)
                     ):
                         settlements += one
                 elif live:
