@@ -407,6 +407,12 @@ async def test_private_postfix_relays_to_sink_and_stops_cleanly() -> None:
     try:
         await postfix.start()
         master = postfix.master_pid
+        # The master forks its daemons (qmgr, pickup) after it is listening; on a loaded
+        # machine that can take a moment.
+        for _ in range(100):
+            if len(tree_pids(master)) > 1:
+                break
+            await asyncio.sleep(0.1)
         assert len(tree_pids(master)) > 1
         for index in range(5):
             await aiosmtplib.send(
