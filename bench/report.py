@@ -82,30 +82,36 @@ def _ratio(kirim: float | None, postfix: float | None) -> str:
     return f"{kirim / postfix:.2f}x"
 
 
-def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
-    """Each Kirim row against the Postfix row it compares with (idle with idle, the rest
-    with Postfix's throughput run) of the same round."""
+def _paired(results: list[Result]) -> list[tuple[Result, Result]]:
+    """Each Kirim run with the Postfix run it compares with (idle with idle, the rest with
+    Postfix's throughput run) of the same round."""
     postfix = {(r.round, r.mode): r for r in results if r.system == "postfix"}
-    several = _rounds(results) > 1
-    out: list[tuple[str, ...]] = []
+    out = []
     for r in results:
-        if r.system != "kirim":
-            continue
         base = postfix.get((r.round, "idle" if r.mode == "idle" else "throughput"))
-        if base is None:
-            continue
-        name = f"kirim {r.label} / postfix {base.mode}"
-        out.append(
-            (
-                name + (f", round {r.round}" if several else ""),
-                _ratio(r.rate, base.rate),
-                _ratio(r.p50_ms, base.p50_ms),
-                _ratio(r.p99_ms, base.p99_ms),
-                _ratio(r.cpu_ms, base.cpu_ms),
-                _ratio(r.peak_mb, base.peak_mb),
-            )
-        )
+        if r.system == "kirim" and base is not None:
+            out.append((r, base))
     return out
+
+
+def _pair_name(kirim: Result, postfix: Result) -> str:
+    return f"kirim {kirim.label} / postfix {postfix.mode}"
+
+
+def ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
+    """Each Kirim row against its Postfix row (see ``_paired``)."""
+    several = _rounds(results) > 1
+    return [
+        (
+            _pair_name(r, base) + (f", round {r.round}" if several else ""),
+            _ratio(r.rate, base.rate),
+            _ratio(r.p50_ms, base.p50_ms),
+            _ratio(r.p99_ms, base.p99_ms),
+            _ratio(r.cpu_ms, base.cpu_ms),
+            _ratio(r.peak_mb, base.peak_mb),
+        )
+        for r, base in _paired(results)
+    ]
 
 
 def run_notes(results: list[Result]) -> list[str]:
@@ -126,12 +132,9 @@ def median_ratio_rows(results: list[Result]) -> list[tuple[str, ...]]:
     """
     if _rounds(results) < 2:
         return []
-    postfix = {(r.round, r.mode): r for r in results if r.system == "postfix"}
     pairs: dict[str, list[tuple[Result, Result]]] = {}
-    for r in results:
-        base = postfix.get((r.round, "idle" if r.mode == "idle" else "throughput"))
-        if r.system == "kirim" and base is not None:
-            pairs.setdefault(f"kirim {r.label} / postfix {base.mode}", []).append((r, base))
+    for r, base in _paired(results):
+        pairs.setdefault(_pair_name(r, base), []).append((r, base))
     out = []
     for name, runs in pairs.items():
         cells = [

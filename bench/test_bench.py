@@ -4,6 +4,7 @@ loopback. Run with ``.venv/bin/pytest bench``."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -155,7 +156,6 @@ async def test_post_singles_and_latency_sample_against_http_server() -> None:
     seen: list[dict[str, Any]] = []
 
     def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
-        import json
 
         if method == "POST" and path == "/v1/messages":
             assert headers.get("authorization") == "Bearer k"
@@ -197,7 +197,6 @@ def test_spread_deals_targets_in_turn() -> None:
 
 
 async def test_post_singles_spreads_connections_over_api_ports() -> None:
-    import json
 
     hosts: list[str] = []
 
@@ -219,7 +218,6 @@ async def test_post_singles_spreads_connections_over_api_ports() -> None:
 
 
 async def test_post_batches_and_paced_spread_over_clients() -> None:
-    import json
 
     hosts: list[str] = []
 
@@ -243,8 +241,6 @@ async def test_post_batches_and_paced_spread_over_clients() -> None:
 
 
 async def test_post_paced_keeps_its_pace_and_spreads_over_api_ports() -> None:
-    import json
-
     hosts: list[str] = []
 
     def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
