@@ -1,4 +1,5 @@
-"""Hot-path log lines (one per message accepted, one per recipient attempt) without a record.
+"""Hot-path log lines (one per message accepted, recipient attempt, webhook attempt) without
+a LogRecord.
 
 ``logger.info(msg, extra=fields)`` costs tens of microseconds: a LogRecord, its redaction,
 the redaction filter's pass over every attribute, the formatter's pass again. That is a

@@ -110,15 +110,16 @@ def webhook_attempt(
 ) -> None:
     try:
         m = metrics.get()
-        m.webhook_deliveries.labels(_WEBHOOK_RESULT.get(result.status, result.status)).inc()
+        shown = _WEBHOOK_RESULT.get(result.status, result.status)
+        _child(m.webhook_deliveries, shown).inc()
         if result.attempted:
             m.webhook_duration.observe(result.latency)
         data = event_data or {}
         message_id = data.get("message_id") if isinstance(data.get("message_id"), str) else None
-        webhook_log.info(
-            "webhook %s",
-            _WEBHOOK_RESULT.get(result.status, result.status),
-            extra={
+        event_lines.info(
+            webhook_log,
+            f"webhook {shown}",
+            {
                 "event": "webhook",
                 "delivery_id": result.delivery_id,
                 "endpoint_id": result.endpoint_id,
