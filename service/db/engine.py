@@ -91,11 +91,16 @@ class Database:
             _ensure_wal(url, self.options.busy_timeout_ms)
             inline_url = driver_url.replace("sqlite+aiosqlite:", "sqlite+kirim_inline:", 1)
             self.writer = create_async_engine(
-                inline_url, pool_size=1, max_overflow=0, pool_timeout=60, **_JSON
+                inline_url, pool_size=1, max_overflow=0, begin_sql="BEGIN IMMEDIATE", **_JSON
             )
+            # The writer connection stays checked out between transactions: a pool
+            # checkout and check-in per transaction cost as much as a short one's SQL.
+            # Tasks take turns at it through this lock, as they queued at the pool.
+            self._writer_free = asyncio.Lock()
+            self._held: AsyncConnection | None = None
             self.reader = create_async_engine(inline_url, pool_size=8, max_overflow=8, **_JSON)
-            _sqlite_setup(self.writer, immediate=True, busy_ms=_SLICE_BUSY_MS, then_busy_ms=0)
-            _sqlite_setup(self.reader, immediate=False, busy_ms=_SLICE_BUSY_MS, set_wal=False)
+            _sqlite_setup(self.writer, busy_ms=_SLICE_BUSY_MS, then_busy_ms=0)
+            _sqlite_setup(self.reader, busy_ms=_SLICE_BUSY_MS, set_wal=False)
             self._turns = WriterTurns.for_directory(directory_for_url(url))
         else:
             timeout = str(self.options.statement_timeout_ms)
@@ -121,14 +126,22 @@ class Database:
         with _unavailable_mapped():
             if self.is_sqlite:
                 conn = await self._begin_sqlite()
+                done = False
                 try:
                     yield conn
                     await conn.commit()
+                    done = True
                 except BaseException:
                     await conn.rollback()
                     raise
                 finally:
-                    await conn.close()
+                    try:
+                        if not done:
+                            # Whatever failed may have left the connection unusable: the
+                            # next transaction starts on a fresh one.
+                            await self._release_held()
+                    finally:
+                        self._writer_free.release()
             else:
                 async with self.writer.begin() as conn:
                     yield conn
@@ -140,13 +153,34 @@ class Database:
         write transactions are short, so retries start at half a millisecond and back off
         to 10 ms. After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
         """
+        free = self._writer_free
+        if free.locked():
+            try:
+                async with asyncio.timeout(_WRITER_WAIT):
+                    await free.acquire()
+            except TimeoutError:
+                raise DatabaseUnavailable("no turn at the writer connection") from None
+        else:
+            await free.acquire()  # at once
+        try:
+            return await self._begin_held()
+        except BaseException:
+            try:
+                await self._release_held()
+            finally:
+                self._writer_free.release()
+            raise
+
+    async def _begin_held(self) -> AsyncConnection:
         deadline = time.monotonic() + self.options.busy_timeout_ms / 1000
         pause = 0.0005
         turns = self._turns
         first = True
         try:
             while True:
-                conn = await self.writer.connect()
+                if self._held is None:
+                    self._held = await self.writer.connect()
+                conn = self._held
                 try:
                     # Checked with the connection in hand: tasks queued on this process's
                     # one writer connection would otherwise follow each other straight in.
@@ -156,14 +190,10 @@ class Database:
                     await conn.begin()
                     return conn
                 except OperationalError as exc:
-                    await conn.close()
                     if "locked" not in str(exc) and "busy" not in str(exc):
                         raise
                     if time.monotonic() >= deadline:
                         raise DatabaseUnavailable("database is locked") from exc
-                except BaseException:
-                    await conn.close()
-                    raise
                 if turns is not None:
                     turns.waiting()
                 await asyncio.sleep(pause)
@@ -171,6 +201,11 @@ class Database:
         finally:
             if turns is not None:
                 turns.done()
+
+    async def _release_held(self) -> None:
+        conn, self._held = self._held, None
+        if conn is not None:
+            await conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -193,6 +228,8 @@ class Database:
         if self._turns is not None:
             self._turns.close()
             self._turns = None
+        if self.is_sqlite:
+            await self._release_held()
         await self.writer.dispose()
         if self.reader is not self.writer:
             await self.reader.dispose()
@@ -249,6 +286,7 @@ def _is_unavailable(exc: BaseException) -> bool:
 # waits only briefly; ``Database._begin_sqlite`` retries writers asynchronously.
 _SLICE_BUSY_MS = 20
 _MAX_PAUSE = 0.004  # between tries for another process's write lock (s)
+_WRITER_WAIT = 60.0  # longest a task waits for its turn at this process's writer (s)
 _YIELD_LIMIT = 0.02  # longest a process stands back for another's waiting writer (s)
 
 
@@ -279,14 +317,13 @@ def _ensure_wal(url: str, busy_ms: int) -> None:
 def _sqlite_setup(
     engine: AsyncEngine,
     *,
-    immediate: bool,
     busy_ms: int,
     set_wal: bool = True,
     then_busy_ms: int | None = None,
 ) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" hook, not the driver, decide when transactions start.
+        # The dialect's do_begin, not the driver, decides when transactions start.
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         # The busy timeout first: switching to WAL needs a lock another process may hold.
@@ -298,7 +335,3 @@ def _sqlite_setup(
         if then_busy_ms is not None:
             cur.execute(f"PRAGMA busy_timeout={int(then_busy_ms)}")
         cur.close()
-
-    @event.listens_for(engine.sync_engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

@@ -150,6 +150,9 @@ class _InlineModule(ModuleType):
 class _InlineAdaptConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
 
+    def begin_inline(self, sql: str) -> None:
+        self._connection._conn.execute(sql)
+
     @property
     def isolation_level(self) -> str | None:
         return self._connection.isolation_level
@@ -166,8 +169,22 @@ class _InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
 
 
 class InlineSQLiteDialect(SQLiteDialect_aiosqlite):
+    """``begin_sql`` (a ``create_engine`` argument) starts every transaction: the writer's
+    engine takes ``BEGIN IMMEDIATE`` so that a transaction holds the write lock from its
+    first statement. It runs straight on the driver, as SQLAlchemy's own begin would: a
+    statement through the engine builds an execution context and a result for nothing,
+    twice a transaction's own work for a short one. Driver errors ("database is locked")
+    arrive wrapped as SQLAlchemy's, as from any statement."""
+
     driver = "kirim_inline"
     supports_statement_cache = True
+
+    def __init__(self, begin_sql: str = "BEGIN", **kw: Any) -> None:
+        super().__init__(**kw)
+        self.begin_sql = begin_sql
+
+    def do_begin(self, dbapi_connection: Any) -> None:
+        dbapi_connection.begin_inline(self.begin_sql)
 
     @classmethod
     def import_dbapi(cls) -> Any:
