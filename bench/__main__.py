@@ -43,6 +43,8 @@ blocked). This page is written by that command; rerun it rather than editing the
 Each row is a separate run on loopback (127.0.0.1) with a fresh receiving server, Postfix's
 `smtp-sink`, whose running counter (`-c`) timestamps every message it receives. Both systems
 relay every message to it; neither the load generator nor the sink is counted as cost.
+Both share the two cores with the system measured, so both are kept lean: the load
+generator (this command's own process) runs on uvloop and samples memory twice a second.
 
 - **postfix throughput**: a private Postfix instance (own `main.cf`/`master.cf`, queue and log
   in a temp dir, loopback only, `relayhost` = the sink, concurrency and process limits at
@@ -76,7 +78,7 @@ is user+system time of the whole process tree (Postfix's master and every daemon
 including exited ones through their parent's reaped-children time; Kirim's server process
 and anything it forks, or every process of a layout), from the first submission until the
 tree goes quiet after the last delivery, divided by the messages delivered. *peak MB* is the
-highest sum of PSS over the tree, sampled four times a second (PSS shares common pages fairly
+highest sum of PSS over the tree, sampled twice a second (PSS shares common pages fairly
 among Postfix's many processes). On PostgreSQL the database server's own processes are
 counted in neither.
 """

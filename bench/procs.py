@@ -93,10 +93,10 @@ def tree_pss_bytes(roots: Roots) -> int:
 
 
 class PeakMemory:
-    """Samples the PSS of a tree (or the sum over several) a few times a second until
-    stopped; keeps every sample, so the peak of any stretch of the run can be read
-    afterwards. Twice a second: each sample walks /proc and the kernel walks the page
-    tables of every process in the tree, CPU taken from the system measured."""
+    """Samples the PSS of a tree (or the sum over several) until stopped; keeps every
+    sample, so the peak of any stretch of the run can be read afterwards. Twice a second,
+    not more: each sample walks /proc and the kernel walks the page tables of every process
+    in the tree, CPU taken from the system measured."""
 
     def __init__(self, root: Roots, interval: float = 0.5) -> None:
         self.root = root
