@@ -151,7 +151,7 @@ class Database:
 
         A try never blocks the loop (the writer's busy timeout is 0): another process's
         write transactions are short, so retries start at half a millisecond and back off
-        to 10 ms. After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
+        to 4 ms. After ``busy_timeout_ms`` in all, the database counts as unavailable (503).
         """
         free = self._writer_free
         if free.locked():

@@ -190,3 +190,22 @@ def test_recipients_are_unique_across_to_cc_bcc() -> None:
 def test_ids_are_time_ordered_and_checkable() -> None:
     a, b = new_id("msg", 1000.0), new_id("msg", 1001.0)
     assert a < b and is_id(a, "msg") and not is_id(a, "rcp") and not is_id("msg_x", "msg")
+
+
+@pytest.mark.parametrize(
+    ("field", "address", "expected"),
+    [
+        ("to", "b@example.com", False),
+        ("to", "用户@例子.广告", True),
+        ("cc", "用户@例子.广告", True),
+        ("bcc", "用户@例子.广告", True),
+        ("reply_to", "用户@例子.广告", False),  # not an envelope recipient
+    ],
+)
+def test_draft_needs_smtputf8_for_a_non_ascii_envelope_address(
+    field: str, address: str, expected: bool
+) -> None:
+    lists = {"to": ["a@example.com"], field: [address]} if field != "to" else {"to": [address]}
+    draft = compose(sender="s@example.com", subject="s", text="t", **lists)
+    assert draft.smtputf8 is expected
+    assert compose(sender="用户@例子.广告", to=["a@example.com"], subject="s", text="t").smtputf8
