@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import delete, exists, select, update
 
 from service.db.engine import Database
+from service.db.event_seq import raise_floors
 from service.db.tables import attempts, events, messages, recipients
 from service.db.tables import webhook_attempts as wa
 from service.db.tables import webhook_deliveries as wd
@@ -123,6 +124,8 @@ async def prune_batch(db: Database, kind: str, cutoff: float, limit: int) -> int
         if not ids:
             return 0
         async with db.write() as conn:
+            # A late event (a bounce report) continues the numbering of the deleted ones.
+            await conn.execute(raise_floors(ids))
             res = await conn.execute(delete(events).where(events.c.id.in_(ids)))
         return res.rowcount or 0
     if kind == "webhook_deliveries":

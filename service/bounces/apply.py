@@ -23,6 +23,7 @@ from service.bounces.classify import BounceCategory, classify
 from service.bounces.parse import BounceReport, RecipientReport, ReportKind
 from service.bounces.pipeline import Match
 from service.db.engine import Database
+from service.db.event_seq import last_seqs
 from service.db.suppressions import HARD_BOUNCE_CODES
 from service.db.tables import bounce_reports, messages, recipients, suppressions
 from service.domain.status import Status
@@ -212,12 +213,11 @@ class BounceStore:
         self, conn: Any, report: BounceReport, changes: list[_Change], now: float
     ) -> None:
         message_ids = sorted({c.row["message_id"] for c in changes})
-        mq = select(messages.c.id, messages.c.event_seq, messages.c.tags, messages.c.metadata)
-        mq = mq.where(messages.c.id.in_(message_ids)).order_by(messages.c.id)
-        if not self.db.is_sqlite:
-            mq = mq.with_for_update()  # serialises sequence numbers with settling workers
-        info = {r[0]: (r[1], r[2], r[3]) for r in (await conn.execute(mq)).all()}
-        seqs = {mid: info[mid][0] for mid in info}
+        # Locks the messages (PostgreSQL), serialising the numbering with settling workers.
+        seqs = await last_seqs(conn, self.db.is_sqlite, message_ids)
+        mq = select(messages.c.id, messages.c.tags, messages.c.metadata)
+        mq = mq.where(messages.c.id.in_(message_ids))
+        info = {r[0]: (r[1], r[2]) for r in (await conn.execute(mq)).all()}
         rows: list[dict[str, Any]] = []
         for c in changes:
             entry, row = c.entry, c.row
@@ -249,11 +249,9 @@ class BounceStore:
                     "seq": seqs[mid],
                     "type": c.event_type,
                     "created_at": now,
-                    "data": _event_data(report, c, seqs[mid], info[mid][1], info[mid][2]),
+                    "data": _event_data(report, c, seqs[mid], info[mid][0], info[mid][1]),
                 }
             )
-        for mid, seq in seqs.items():
-            await conn.execute(update(messages).where(messages.c.id == mid).values(event_seq=seq))
         await record_events(conn, rows)
         blocked = [
             {

@@ -26,6 +26,7 @@ from sqlalchemy import (
 
 from service.admin.pauses import domain_matches, unpaused
 from service.db.engine import Database
+from service.db.event_seq import last_seqs
 from service.db.leases import still_held
 from service.db.plain_insert import insert_rows
 from service.db.plain_statement import PlainStatement, padded_length
@@ -449,8 +450,7 @@ async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now
     by_message: dict[str, list[Settlement]] = defaultdict(list)
     for s in live:
         by_message[s.message_id].append(s)
-    seqs = _EVENT_SEQS[db.is_sqlite]
-    last = dict(await seqs.rows(conn, {"b_ids": list(by_message)}))
+    last = await last_seqs(conn, db.is_sqlite, list(by_message))
     rows: list[dict[str, Any]] = []
     for mid, group in by_message.items():
         seq = last.get(mid, 0)
@@ -467,26 +467,8 @@ async def _write_events(conn: Any, db: Database, live: Sequence[Settlement], now
                     "data": event_data(s, seq),
                 }
             )
-        last[mid] = seq
-    await _SET_EVENT_SEQ.executemany(conn, [{"b_id": m, "b_seq": last[m]} for m in by_message])
     # The webhook outbox rows commit with the events or not at all.
     await record_events(conn, rows)
-
-
-def _event_seqs(is_sqlite: bool) -> PlainStatement:
-    q = select(messages.c.id, messages.c.event_seq).where(
-        messages.c.id.in_(bindparam("b_ids", expanding=True))
-    )
-    if not is_sqlite:
-        # Serialises sequence numbers between workers settling the same message.
-        q = q.order_by(messages.c.id).with_for_update()
-    return PlainStatement(q)
-
-
-_EVENT_SEQS = {True: _event_seqs(True), False: _event_seqs(False)}
-_SET_EVENT_SEQ = PlainStatement(
-    update(messages).where(messages.c.id == bindparam("b_id")).values(event_seq=bindparam("b_seq"))
-)
 
 
 def event_data(s: Settlement, seq: int) -> dict[str, Any]:

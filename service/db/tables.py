@@ -58,7 +58,9 @@ class Message(SQLModel, table=True):
     send_at: float | None = None
     expires_at: float | None = None
     priority: int = Field(default=1, description="0 high, 1 normal, 2 low.")
-    event_seq: int = Field(default=0, description="Last per-message event sequence number.")
+    event_seq: int = Field(
+        default=0, description="Floor of the last event sequence number (see db/event_seq)."
+    )
     traceparent: str | None = Field(
         default=None, max_length=55, description="W3C trace context of the accepting request."
     )
@@ -142,13 +144,17 @@ class Event(SQLModel, table=True):
     """The outbox: one row per recipient state change, read by webhooks and clients."""
 
     __tablename__ = "events"
-    __table_args__ = (Index("ix_events_tenant_id_id", "tenant_id", "id"),)
+    __table_args__ = (
+        Index("ix_events_tenant_id_id", "tenant_id", "id"),
+        # A message's events in order; its newest number is one seek (service/db/event_seq).
+        Index("ix_events_message_seq", "message_id", "seq"),
+    )
 
     id: int | None = Field(
         default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
     tenant_id: str = Field(max_length=64)
-    message_id: str = Field(index=True, max_length=40)
+    message_id: str = Field(max_length=40)
     recipient_id: str | None = Field(default=None, max_length=40)
     seq: int
     type: str = Field(max_length=40)

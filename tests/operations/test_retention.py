@@ -8,6 +8,7 @@ from sqlalchemy import select, update
 
 from service import retention
 from service.db.engine import Database
+from service.db.event_seq import last_seqs
 from service.db.tables import (
     attempts,
     events,
@@ -166,5 +167,57 @@ async def test_zero_age_keeps_everything(sqlite_url: str) -> None:
         await _history(db, old, now - 400 * DAY, "sent")
         keep = retention.RetentionPolicy(bodies=0, attempts=0, events=0, webhook_deliveries=0)
         assert sum((await retention.prune(db, keep, now=now)).values()) == 0
+    finally:
+        await db.dispose()
+
+
+async def test_numbering_continues_after_a_message_s_events_are_deleted(
+    database_url: str,
+) -> None:
+    """A late event (a bounce report after retention ran) takes the next number, not 1."""
+    db = Database(database_url)
+    now = time.time()
+    try:
+        [mid] = await insert_queue(
+            db,
+            count=3,
+            domain="example.com",
+            status="sent",
+            created_at=now - 40 * DAY,
+            next_attempt_at=now,
+            per_message=3,
+        )
+        async with db.write() as conn:
+            rids = (
+                (await conn.execute(select(recipients.c.id).where(recipients.c.message_id == mid)))
+                .scalars()
+                .all()
+            )
+            await conn.execute(
+                events.insert(),
+                [
+                    {
+                        "tenant_id": "default",
+                        "message_id": mid,
+                        "recipient_id": rid,
+                        "seq": seq,
+                        "type": "message.sent",
+                        "created_at": now - 40 * DAY,
+                        "data": {},
+                    }
+                    for seq, rid in enumerate(rids, 1)
+                ],
+            )
+        async with db.write() as conn:
+            assert await last_seqs(conn, db.is_sqlite, [mid]) == {mid: 3}
+
+        policy = retention.RetentionPolicy(
+            bodies=0, attempts=0, events=30 * DAY, webhook_deliveries=0, batch_size=2, pause=0
+        )
+        assert (await retention.prune(db, policy, now=now))["events"] == 3
+
+        async with db.write() as conn:
+            assert (await conn.execute(select(events.c.id))).all() == []
+            assert await last_seqs(conn, db.is_sqlite, [mid]) == {mid: 3}
     finally:
         await db.dispose()

@@ -12,7 +12,7 @@ import sqlite3
 import pytest
 from sqlalchemy.dialects import sqlite
 
-from service.db import queue
+from service.db import event_seq, queue
 
 
 def _plan(url: str, stmt: object) -> list[str]:
@@ -30,3 +30,13 @@ def test_queue_probes_seek_the_due_index(sqlite_url: str, name: str) -> None:
     on_recipients = [step for step in plan if " recipients" in step]
     assert on_recipients, plan
     assert all("USING INDEX ix_recipients_due" in step for step in on_recipients), plan
+
+
+def test_a_message_s_last_event_number_is_one_index_seek(sqlite_url: str) -> None:
+    """Settles read the numbering from the events; a scan there would grow with history."""
+    stmt = event_seq._LAST_SEQS[True].stmt.params(b_ids=["msg_a", "msg_b"])
+    plan = _plan(sqlite_url, stmt)
+    on_events = [step for step in plan if " events" in step]
+    assert on_events, plan
+    assert all("COVERING INDEX ix_events_message_seq" in step for step in on_events), plan
+    assert any("messages USING INDEX" in step for step in plan), plan
