@@ -132,9 +132,11 @@ def _run_api(
     port: int,
     *,
     workers: bool,
+    idle_delivery: bool = False,
     before_listening: Callable[[], None] | None = None,
 ) -> None:
-    """Serve the API; ``workers`` delivers in this process (one core for everything)."""
+    """Serve the API; ``workers`` delivers in this process (one core for everything),
+    ``idle_delivery`` helps the delivery processes while the API is idle."""
     import uvicorn
 
     from service.api.app import create_app
@@ -143,7 +145,7 @@ def _run_api(
     if settings.is_sqlite:
         _sqlite_path(settings)
         _migrate(settings)
-    app = create_app(settings, run_workers=workers)
+    app = create_app(settings, run_workers=workers, idle_delivery=idle_delivery)
     if before_listening is not None:
         before_listening()
     uvicorn.run(
@@ -190,7 +192,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         try:
             # The API is built while the children start; it listens once they deliver.
             _run_api(
-                settings, args.host, args.port, workers=False, before_listening=children_running
+                settings,
+                args.host,
+                args.port,
+                workers=False,
+                idle_delivery=settings.serve_idle_delivery,
+                before_listening=children_running,
             )
         finally:
             workers.stop()

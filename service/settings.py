@@ -73,6 +73,13 @@ class Settings(BaseSettings):
             " delivery each use a core; 0 delivers inside the API process."
         ),
     )
+    serve_idle_delivery: bool = Field(
+        default=True,
+        description=(
+            "`kirim serve` with delivery processes: its API process delivers too while it"
+            " serves no request and accepted mail waits unclaimed (after a burst of batches)."
+        ),
+    )
     message_id_domain: str = Field(
         default="kirim.localhost", description="Domain part of generated Message-ID headers."
     )

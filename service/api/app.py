@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from service import __version__
 from service.api import errors, heap
+from service.api.activity import ApiActivity, TrackActivity
 from service.api.fast_send import SendFastLane
 from service.api.limits import BodyLimit, ConcurrencyCap, limits_from
 from service.api.routes import (
@@ -29,10 +30,12 @@ from service.api.routes import (
 )
 from service.api.runtime import Runtime
 from service.bounces.service import start_poller
+from service.db import queue
 from service.db.accepts import GroupCommitter
 from service.db.engine import Database
 from service.db.notify import QueueSignals
 from service.delivery.factory import build_worker, retry_policy, smtp_transport
+from service.delivery.idle_gate import IdleDeliveryGate
 from service.delivery.transport import Transport
 from service.observability import operations
 from service.observability.tracing import TraceContextMiddleware
@@ -41,6 +44,8 @@ from service.webhooks.commit_hook import PendingCommitHook
 from service.webhooks.dispatcher import Dispatcher, options_from
 
 log = logging.getLogger(__name__)
+
+API_QUIET = 0.05  # seconds without a request before the API process may deliver
 
 DESCRIPTION = """\
 Kirim accepts email over HTTP, stores each message durably, delivers it over SMTP from
@@ -57,8 +62,15 @@ def create_app(
     *,
     run_workers: bool = True,
     transport: Transport | None = None,
+    idle_delivery: bool = False,
 ) -> FastAPI:
-    """Build the app; nothing connects until the server starts it (lifespan)."""
+    """Build the app; nothing connects until the server starts it (lifespan).
+
+    ``run_workers``: deliver, send webhooks and read bounces in this process.
+    ``idle_delivery`` (without ``run_workers``): deliver too, but only while no request is
+    being served and accepted mail waits unclaimed by the delivery processes.
+    """
+    activity = ApiActivity()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -71,9 +83,16 @@ def create_app(
         hooks_task: asyncio.Task[None] | None = None
         bounce_task: asyncio.Task[None] | None = None
         carrier = transport
+        helper = gate = None
         if run_workers:
             carrier = carrier or smtp_transport(settings)
             worker = build_worker(settings, db, carrier)
+        elif idle_delivery:
+            carrier = carrier or smtp_transport(settings)
+            gate = IdleDeliveryGate(
+                lambda: activity.idle_for(API_QUIET), lambda: queue.next_due(db)
+            )
+            helper = build_worker(settings, db, carrier, gate=gate)
         # Wakes the local worker and, on PostgreSQL, NOTIFYs workers in other processes.
         signals = QueueSignals.from_settings(
             settings, wake=worker.wake if worker else None, publish=True
@@ -85,7 +104,10 @@ def create_app(
         if worker is None:
             hook = PendingCommitHook(db.writer.sync_engine, signals.webhooks_pending)
             hook.attach()
-        committer = GroupCommitter(db, on_commit=signals.committed)
+        on_commit = signals.committed
+        if gate is not None:
+            on_commit = _both(signals.committed, gate.accepted)
+        committer = GroupCommitter(db, on_commit=on_commit)
         committer.start()
         app.state.runtime = Runtime(
             settings=settings,
@@ -101,6 +123,8 @@ def create_app(
             hooks_task = asyncio.create_task(dispatcher.run(stop), name="webhook-dispatcher")
             bounce_task = start_poller(settings, db, stop)
         app.state.dispatcher = dispatcher
+        if helper is not None:
+            worker_task = asyncio.create_task(helper.run(stop), name="idle-delivery")
         heap.settle()
         try:
             yield
@@ -154,4 +178,14 @@ def create_app(
     # Outside BodyLimit: a batch waiting for its turn has not been read into memory yet.
     app.add_middleware(ConcurrencyCap, path="/v1/messages/batch", limit=settings.batch_concurrency)
     app.add_middleware(TraceContextMiddleware)
+    if idle_delivery:
+        app.add_middleware(TrackActivity, activity=activity)
     return app
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def both() -> None:
+        first()
+        second()
+
+    return both

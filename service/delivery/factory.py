@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from service.db.engine import Database
 from service.delivery.smtp_url import SmtpTimeouts
 from service.delivery.transport import Transport
@@ -47,11 +49,20 @@ def smtp_timeouts(settings: Settings) -> SmtpTimeouts:
     ).scaled(settings.smtp_timeout_scale)
 
 
-def build_worker(settings: Settings, db: Database, transport: Transport) -> Worker:
+def build_worker(
+    settings: Settings,
+    db: Database,
+    transport: Transport,
+    *,
+    gate: Callable[[], Awaitable[float]] | None = None,
+) -> Worker:
+    """The delivery worker of a process; with ``gate``, a helper that claims only when the
+    gate allows and leaves reaping expired leases to the full workers."""
     return Worker(
         db,
         transport,
         policy=retry_policy(settings),
+        gate=gate,
         options=WorkerOptions(
             lease_seconds=settings.lease_seconds,
             batch_size=settings.worker_batch_size,
@@ -61,5 +72,6 @@ def build_worker(settings: Settings, db: Database, transport: Transport) -> Work
             fault_injection=settings.fault_injection,
             return_path=settings.return_path,
             return_path_secret=(settings.return_path_secrets or [b""])[0],
+            reap_leases=gate is None,
         ),
     )

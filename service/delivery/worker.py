@@ -57,6 +57,7 @@ class WorkerOptions:
     fault_injection: str = ""  # testing only: see Settings.fault_injection
     return_path: str = ""  # bounce address: MAIL FROM becomes a signed one per recipient
     return_path_secret: bytes = b""
+    reap_leases: bool = True  # a helper beside a full worker leaves reaping to it
 
 
 class Worker:
@@ -69,8 +70,12 @@ class Worker:
         options: WorkerOptions,
         name: str | None = None,
         clock: Callable[[], float] = time.time,
+        gate: Callable[[], Awaitable[float]] | None = None,
     ) -> None:
+        """``gate``, if given, is asked before each claim: it answers how many seconds to
+        wait before asking again, 0 to claim now (see ``idle_gate``)."""
         self.db = db
+        self._gate = gate
         self.transport = transport
         self.policy = policy
         self.opt = options
@@ -105,10 +110,9 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._settler.start()
-        side = [
-            asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat"),
-            asyncio.create_task(self._reaper(stop), name="lease-reaper"),
-        ]
+        side = [asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat")]
+        if self.opt.reap_leases:
+            side.append(asyncio.create_task(self._reaper(stop), name="lease-reaper"))
         cut_off: dict[str, set[str]] = {}
         try:
             await self._claim_loop(stop)
@@ -129,12 +133,22 @@ class Worker:
             # A full worker woken by new mail still takes a few high-priority rows at once
             # (they go to the next free session), so a one-time code never waits for the
             # low-priority rows this worker already holds to be sent.
-            express = capacity <= 0 and self._wake.is_set() and capacity > -EXPRESS_ROWS
+            express = (
+                capacity <= 0
+                and self._wake.is_set()
+                and capacity > -EXPRESS_ROWS
+                and self._gate is None  # a helper leaves urgent mail to the full workers
+            )
             if express:
                 self._wake.clear()
                 with contextlib.suppress(DatabaseUnavailable):
                     express = await queue.high_due(self.db, self.clock())
             claimed: list[queue.Claimed] = []
+            if capacity > 0 and self._gate is not None:
+                pause = await self._gate()
+                if pause > 0:
+                    await _sleep_or_stop(stop, pause)
+                    continue
             if capacity > 0 or express:
                 self._wake.clear()
                 token = uuid.uuid4().hex

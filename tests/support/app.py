@@ -73,9 +73,15 @@ async def make_key(
 
 @contextlib.asynccontextmanager
 async def live_app(
-    settings: Settings, *, run_workers: bool = True, transport: Transport | None = None
+    settings: Settings,
+    *,
+    run_workers: bool = True,
+    transport: Transport | None = None,
+    idle_delivery: bool = False,
 ) -> AsyncIterator[LiveApp]:
-    app = create_app(settings, run_workers=run_workers, transport=transport)
+    app = create_app(
+        settings, run_workers=run_workers, transport=transport, idle_delivery=idle_delivery
+    )
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
