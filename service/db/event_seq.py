@@ -18,11 +18,15 @@ from service.db.plain_statement import PlainStatement
 from service.db.tables import events, messages
 
 
-def _last_seqs(is_sqlite: bool) -> PlainStatement:
-    newest = (
+def _newest() -> Any:
+    """SQL: the highest ``seq`` among the events of the message row at hand."""
+    return (
         select(func.max(events.c.seq)).where(events.c.message_id == messages.c.id).scalar_subquery()
     )
-    query = select(messages.c.id, messages.c.event_seq, newest).where(
+
+
+def _last_seqs(is_sqlite: bool) -> PlainStatement:
+    query = select(messages.c.id, messages.c.event_seq, _newest()).where(
         messages.c.id.in_(bindparam("b_ids", expanding=True))
     )
     if not is_sqlite:
@@ -48,9 +52,7 @@ async def last_seqs(conn: Any, is_sqlite: bool, message_ids: Sequence[str]) -> d
 def raise_floors(event_ids: Sequence[int]) -> Any:
     """SQL: keep on each message the last number among its events, before ``event_ids``
     are deleted (run in the same transaction as the delete)."""
-    newest = (
-        select(func.max(events.c.seq)).where(events.c.message_id == messages.c.id).scalar_subquery()
-    )
+    newest = _newest()
     doomed = select(events.c.message_id).where(events.c.id.in_(list(event_ids)))
     return (
         update(messages)
