@@ -50,9 +50,10 @@ generator (this command's own process) runs on uvloop and samples memory twice a
   in a temp dir, loopback only, `relayhost` = the sink, concurrency and process limits at
   their defaults), fed by `smtp-source` with one message per SMTP session.
 - **kirim single**: `kirim serve` (its default layout: an API process, which also delivers
-  while it serves no request and mail waits, and a delivery process) with a fresh database; one `POST /v1/messages` per message from keep-alive
-  HTTP/1.1 connections (a lean client writing prepared requests, `bench/raw_http.py`: a
-  general-purpose Python client costs about as much CPU per request as the server).
+  while it serves no request and mail waits, and a delivery process) with a fresh database;
+  one `POST /v1/messages` per message from keep-alive HTTP/1.1 connections (a lean client
+  writing prepared requests, `bench/raw_http.py`: a general-purpose Python client costs
+  about as much CPU per request as the server).
 - **kirim batch**: the same through `POST /v1/messages/batch`, 500 messages per request.
 - **layout** (`--layout NxM`, PostgreSQL only; the mode then reads e.g. "single, 2 API + 2
   worker"): instead of `kirim serve`, N `kirim serve --no-workers` API processes on ports of
