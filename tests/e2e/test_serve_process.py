@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -85,6 +87,54 @@ def test_send_kill_restart_delivers_each_once(tmp_path: Path) -> None:
         assert max(per_message_id.values()) == 1
         client.close()
     finally:
+        proc.stop()
+        smtp.stop()
+    assert "Traceback" not in log.read_text()
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+def test_serve_api_process_delivers_while_its_delivery_process_is_stopped(
+    tmp_path: Path,
+) -> None:
+    """`kirim serve` wires the idle-time helper: with its one delivery child frozen
+    (SIGSTOP), a batch accepted by the API is still delivered, each message once."""
+    smtp = RecordingSmtpServer().start()
+    env = kirim_env(
+        database_url=f"sqlite:///{tmp_path / 'kirim.db'}",
+        smtp_url=smtp.url,
+        smtp_timeout_scale=0.02,
+        serve_worker_processes=1,
+    )
+    key = kirim_cli(env, "keys", "create", "--name", "e2e").strip()
+    log = tmp_path / "serve.log"
+    proc = KirimProcess(env, "serve", log=log).start()
+    [child] = _children(proc.pid)
+    os.kill(child, signal.SIGSTOP)
+    try:
+        with httpx.Client(
+            base_url=proc.base_url, headers={"Authorization": f"Bearer {key}"}, trust_env=False
+        ) as client:
+            batch = [
+                {
+                    "from": "app@example.com",
+                    "to": [f"b{i}@example.com"],
+                    "subject": "s",
+                    "text": "t",
+                }
+                for i in range(10)
+            ]
+            r = client.post("/v1/messages/batch", json={"messages": batch})
+            assert r.status_code in (200, 202), r.text
+            _wait(lambda: sum(smtp.handler.counts().values()) >= 10, timeout=20)
+        assert smtp.handler.counts() == Counter({f"b{i}@example.com": 1 for i in range(10)})
+    finally:
+        os.kill(child, signal.SIGCONT)
         proc.stop()
         smtp.stop()
     assert "Traceback" not in log.read_text()
