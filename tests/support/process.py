@@ -78,22 +78,28 @@ class KirimProcess:
                 raise
         return self
 
-    def wait_ready(self, timeout: float = 30) -> None:
+    def wait_ready(self, timeout: float = 90) -> None:
+        # Generous: on a loaded two-core runner a start has taken several seconds; a slow
+        # start is not what these tests check. A failure says what /readyz last answered and
+        # what state the processes were in, so a hang can be told from a slow machine.
         deadline = time.monotonic() + timeout
+        last = "no answer yet"
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kirim exited early:\n{self.log.read_text()[-3000:]}")
             try:
-                if (
-                    httpx.get(self.base_url + "/readyz", timeout=1, trust_env=False).status_code
-                    == 200
-                ):
+                r = httpx.get(self.base_url + "/readyz", timeout=2, trust_env=False)
+                if r.status_code == 200:
                     return
-            except httpx.HTTPError:
-                pass
+                last = f"{r.status_code} {r.text[:300]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             time.sleep(0.05)
-        raise RuntimeError(f"kirim not ready:\n{self.log.read_text()[-3000:]}")
+        raise RuntimeError(
+            f"kirim not ready after {timeout} s; /readyz last: {last}\n"
+            f"{process_states(self.pid)}\n{self.log.read_text()[-3000:]}"
+        )
 
     def kill9(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -116,3 +122,39 @@ class KirimProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def process_states(pid: int) -> str:
+    """``pid`` and its children: state and kernel wait channel, with the load average."""
+    lines = [f"loadavg {Path('/proc/loadavg').read_text().strip()}"]
+    pids = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[1] == str(pid):
+            pids.append(int(stat.parent.name))
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            wchan = Path(f"/proc/{p}/wchan").read_text()
+        except OSError:
+            continue
+        # state, then user and system CPU in clock ticks
+        lines.append(f"pid {p}: state {fields[0]} utime {fields[11]} stime {fields[12]} {wchan}")
+        lines.append(_stacks(p))
+    return "\n".join(lines)
+
+
+def _stacks(pid: int) -> str:
+    spy = Path(sys.executable).with_name("py-spy")
+    if not spy.exists():
+        return ""
+    try:
+        out = subprocess.run(
+            [str(spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=20
+        )
+    except subprocess.TimeoutExpired:
+        return "py-spy dump timed out"
+    return (out.stdout + out.stderr)[-4000:]
