@@ -126,7 +126,8 @@ class Attempt(SQLModel, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(_BIG_ID, primary_key=True, autoincrement=True)
     )
-    recipient_id: str = Field(foreign_key="recipients.id", index=True, max_length=40)
+    # Not indexed: nothing reads attempts by recipient, and recipients are never deleted.
+    recipient_id: str = Field(foreign_key="recipients.id", max_length=40)
     message_id: str = Field(index=True, max_length=40)
     number: int
     started_at: float
