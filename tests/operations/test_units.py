@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+from datetime import UTC, datetime
 
 import pytest
 
 from service.admin.actions import InvalidFilter, Selection
 from service.admin.pauses import normalise
-from service.observability.logging import JsonFormatter, TextFormatter, hash_address
+from service.observability.logging import JsonFormatter, TextFormatter, hash_address, log_time
 from service.observability.metrics import status_class
 from service.observability.tracing import parse
 
@@ -57,6 +59,19 @@ def test_json_formatter_hashes_recipients_everywhere() -> None:
     assert "Bob@Example.com" not in json.dumps(doc)
     plain = json.loads(JsonFormatter("plain").format(_record(recipient="Bob@Example.com")))
     assert plain["recipient"] == "Bob@Example.com"
+
+
+def test_log_time_is_the_iso_time_to_the_millisecond() -> None:
+    """The per-second cache gives what formatting each time would, at second and rounding
+    edges too (``fromtimestamp`` rounds to microseconds, half to even, before truncating)."""
+    base = 1_795_900_000
+    edges = [0.0, 0.0000005, 0.0005, 0.0009995, 0.5, 0.9994999, 0.9995, 0.9999994, 0.9999995]
+    times = [base + k + f for k in range(3) for f in edges]
+    rng = random.Random(8)
+    times += [base + rng.uniform(-1e7, 1e7) for _ in range(20_000)]
+    times += [-1.5, 0.0, 1e9 + 0.123456789]
+    for t in times:
+        assert log_time(t) == datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds"), t
 
 
 def test_text_formatter_appends_fields() -> None:
