@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
@@ -15,7 +17,12 @@ import trustme
 from standardwebhooks.webhooks import Webhook
 
 from service.webhooks import signing
-from service.webhooks.http_client import WebhookClient, create_client, post_event
+from service.webhooks.http_client import (
+    LANE_CONNECTIONS,
+    WebhookClient,
+    create_client,
+    post_event,
+)
 from service.webhooks.ssrf import CheckedUrl, check_url
 from tests.support.http_receiver import HttpReceiver, Reply
 
@@ -297,3 +304,80 @@ async def test_ipv6_literal_url(client: WebhookClient) -> None:
         outcome = await post_event(client, checked, {}, b"{}")
         assert outcome.status_code == 200, outcome.error
         assert server.requests[0].header("host") == f"[::1]:{server.port}"
+
+
+class HoldingServer:
+    """An HTTP/1.1 server on loopback that answers nothing until released, counting the
+    requests that reached it: how many the client sends at once is then exact."""
+
+    def __init__(self) -> None:
+        self.arrived = 0
+        self.release = asyncio.Event()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> HoldingServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                self.arrived += 1
+                await self.release.wait()
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+async def test_attempts_spread_over_lanes_up_to_max_connections_in_all(resolver: Any) -> None:
+    """12 connections in all, in lanes of 8 and 4: 12 attempts are in flight at once (one
+    lane alone would hold 8) and the 13th waits for a connection to come free."""
+    assert LANE_CONNECTIONS == 8
+    async with (
+        HoldingServer() as server,
+        create_client(max_connections=12, total_timeout=30.0) as client,
+    ):
+        assert len(client.lanes) == 2
+        resolver.table["hooks.test"] = ["127.0.0.1"]
+        checked = await check_url(f"http://hooks.test:{server.port}/h", LOOPBACK, resolver=resolver)
+        tasks = [
+            asyncio.create_task(post_event(client, checked, {"x-n": str(i)}, BODY))
+            for i in range(13)
+        ]
+        for _ in range(200):
+            if server.arrived >= 12:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)  # time for a 13th, were the cap not kept
+        assert server.arrived == 12
+        server.release.set()
+        outcomes = await asyncio.gather(*tasks)
+    assert [o.status_code for o in outcomes] == [200] * 13
+    assert server.arrived == 13
+
+
+async def test_an_attempt_takes_the_lane_with_the_most_connections_free() -> None:
+    async with create_client(max_connections=20) as client:
+        assert client.lane_sizes == (8, 8, 4)
+        with contextlib.ExitStack() as held:
+            picked = [held.enter_context(client.lane()) for _ in range(20)]
+            assert [picked.count(lane) for lane in client.lanes] == [8, 8, 4]
+        # All free again: the first lane, then the next with most free.
+        with client.lane() as first, client.lane() as second:
+            assert (first, second) == client.lanes[:2]
