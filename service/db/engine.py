@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
-from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, PendingRollbackError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -110,7 +110,6 @@ class Database:
                 pool_size=self.options.pool_size,
                 max_overflow=self.options.max_overflow,
                 pool_timeout=connect_s,
-                pool_pre_ping=True,
                 pool_recycle=1800,
                 connect_args={
                     "timeout": connect_s,
@@ -119,6 +118,7 @@ class Database:
                 **_JSON,
             )
             self.reader = self.writer
+            _ping_when_idle(self.writer)
 
     @asynccontextmanager
     async def write(self) -> AsyncIterator[AsyncConnection]:
@@ -296,6 +296,32 @@ async def _let_others_write(turns: WriterTurns) -> None:
     # The waiter is another process: there is nothing to await but the shared file.
     while turns.others_waiting() and time.monotonic() < end:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
+
+
+# A connection back from the pool is checked with a round trip only if it sat unused this
+# long: under load connections come back within milliseconds, and a ping before every
+# transaction was a tenth of a worker's CPU on PostgreSQL. A connection that died while
+# briefly unused (a server restart) fails its first statement instead; that invalidates
+# the pool, as a failed ping would, and the caller's retry (or the client's, on a 503)
+# gets a fresh connection.
+PING_AFTER_IDLE = 2.0
+
+
+def _ping_when_idle(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["kirim_idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("kirim_idle_since")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            # The pool discards this connection and tries another (or a new one).
+            raise DisconnectionError(f"connection failed its ping: {exc}") from exc
 
 
 def _ensure_wal(url: str, busy_ms: int) -> None:
