@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -128,6 +129,9 @@ async def _find_by_hash(db: Database, key_hash: str) -> KeyRecord | None:
     return None if row is None else _record(row)
 
 
+_FAILED: Any = object()  # a shared key lookup that gave no answer
+
+
 class KeyCache:
     """Keys this process looked up recently, by hash, trusted for ``ttl`` seconds.
 
@@ -144,6 +148,9 @@ class KeyCache:
         self._items: dict[str, tuple[float, KeyRecord]] = {}
         # Bumped by ``forget``: a lookup that raced a revocation does not store its answer.
         self._generation = 0
+        # Lookups in progress: when an entry expires under load, the requests that find it
+        # gone share one read instead of each taking a connection (64 at once, every ttl).
+        self._reading: dict[str, asyncio.Future[KeyRecord | None]] = {}
 
     async def find(self, db: Database, key: str) -> KeyRecord | None:
         key_hash = hash_key(key)
@@ -151,9 +158,29 @@ class KeyCache:
         hit = self._items.get(key_hash)
         if hit is not None and hit[0] > now:
             return hit[1]
+        if self.ttl <= 0:
+            return await _find_by_hash(db, key_hash)
+        reading = self._reading.get(key_hash)
+        if reading is not None:
+            shared = await asyncio.shield(reading)
+            # The first request's read failed or was cancelled: read for this one.
+            return await _find_by_hash(db, key_hash) if shared is _FAILED else shared
+        reading = asyncio.get_running_loop().create_future()
+        self._reading[key_hash] = reading
+        outcome: Any = _FAILED
+        try:
+            record = await self._read(db, key_hash, now)
+            outcome = record
+            return record
+        finally:
+            if self._reading.get(key_hash) is reading:
+                del self._reading[key_hash]
+            reading.set_result(outcome)
+
+    async def _read(self, db: Database, key_hash: str, now: float) -> KeyRecord | None:
         generation = self._generation
         record = await _find_by_hash(db, key_hash)
-        if record is None or self.ttl <= 0 or generation != self._generation:
+        if record is None or generation != self._generation:
             self._items.pop(key_hash, None)
             return record
         if len(self._items) >= self._max_entries:
@@ -164,6 +191,8 @@ class KeyCache:
     def forget(self, key_id: str) -> None:
         """Drop ``key_id`` at once (after revoking it)."""
         self._generation += 1
+        # A request from now on must not share a read that began before the revocation.
+        self._reading.clear()
         for key_hash in [h for h, (_, r) in self._items.items() if r.id == key_id]:
             del self._items[key_hash]
 

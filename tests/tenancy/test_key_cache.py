@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import pytest
 
-from service.db.engine import Database
-from service.db.keys import hash_key, revoke_key
+from service.db import keys as keys_module
+from service.db.engine import Database, DatabaseUnavailable
+from service.db.keys import KeyCache, KeyRecord, hash_key, revoke_key
 from service.db.tables import api_keys
 from tests.support.app import live_app, settings_for
 from tests.tenancy.helpers import GOOD, bearer, new_key
@@ -104,3 +106,91 @@ async def test_new_keys_work_at_once_and_expiry_is_exact(database_url: str) -> N
         assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 200
         await asyncio.sleep(max(0.0, created_by + 3.0 - time.time()) + 0.2)
         assert (await app.client.get("/v1/messages", headers=bearer(short))).status_code == 401
+
+
+class CountingReads:
+    """The real key lookup, counted; ``gate`` (if set) holds every lookup until it opens."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = False) -> None:
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+        self._fail_first = fail_first
+        self._real = keys_module._find_by_hash
+        monkeypatch.setattr(keys_module, "_find_by_hash", self)
+
+    async def __call__(self, db: Database, key_hash: str) -> KeyRecord | None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self._fail_first and self.calls == 1:
+            raise DatabaseUnavailable("the first lookup fails")
+        return await self._real(db, key_hash)
+
+
+async def test_requests_that_find_the_key_expired_share_one_read(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, key_id = await new_key(database_url, tenant="t")
+    reads = CountingReads(monkeypatch)
+    cache = KeyCache(60)
+    db = Database(database_url)
+    try:
+        found = await asyncio.gather(*(cache.find(db, key) for _ in range(64)))
+        assert [r.id if r else None for r in found] == [key_id] * 64
+        assert reads.calls == 1
+        assert (await cache.find(db, key)) == found[0] and reads.calls == 1  # cached
+    finally:
+        await db.dispose()
+
+
+async def test_a_failed_shared_read_leaves_each_request_to_read_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, key_id = await new_key(database_url, tenant="t")
+    reads = CountingReads(monkeypatch, fail_first=True)
+    reads.gate = asyncio.Event()
+    cache = KeyCache(60)
+    db = Database(database_url)
+    try:
+        tasks = [asyncio.create_task(cache.find(db, key)) for _ in range(3)]
+        await _until(lambda: reads.calls == 1)
+        await asyncio.sleep(0.05)  # the other two wait on the first one's read
+        assert reads.calls == 1
+        reads.gate.set()
+        found = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(found[0], DatabaseUnavailable)
+        assert [getattr(r, "id", None) for r in found[1:]] == [key_id, key_id]
+        assert reads.calls == 3
+    finally:
+        await db.dispose()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(500):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached in 5 s")
+
+
+async def test_a_request_after_a_revocation_does_not_share_an_earlier_read(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, key_id = await new_key(database_url, tenant="t")
+    reads = CountingReads(monkeypatch)
+    reads.gate = asyncio.Event()
+    cache = KeyCache(60)
+    db = Database(database_url)
+    try:
+        before = asyncio.create_task(cache.find(db, key))
+        await _until(lambda: reads.calls == 1)
+        await _revoke_elsewhere(database_url, key_id)
+        cache.forget(key_id)
+        after = asyncio.create_task(cache.find(db, key))
+        await _until(lambda: reads.calls == 2)  # its own read, not the one in progress
+        reads.gate.set()
+        record = await after
+        assert record is not None and record.revoked_at is not None
+        await before
+    finally:
+        await db.dispose()
