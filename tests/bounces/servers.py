@@ -6,6 +6,7 @@ Each instance lives in its own temporary directory with its own config, listens 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -103,15 +104,23 @@ class Dovecot:
         tmp.write_bytes(raw.replace(b"\r\n", b"\n"))
         entry = pwd.getpwnam(MAIL_USER)
         for path in (self.root / "home", *self.maildir.rglob("*"), self.maildir, tmp):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+            # Dovecot may move a message it is serving from new/ to cur/ meanwhile; the
+            # file it moved was handed over (and owned) when it was delivered.
+            with contextlib.suppress(FileNotFoundError):
+                os.chown(path, entry.pw_uid, entry.pw_gid)
         final = box / "new" / name
         tmp.rename(final)
         return final
 
     def messages(self, folder: str = "") -> list[bytes]:
         box = self.maildir / (f".{folder}" if folder else "")
-        files = [p for sub in ("new", "cur") for p in (box / sub).glob("*") if p.is_file()]
-        return [p.read_bytes() for p in sorted(files)]
+        for _ in range(50):
+            files = [p for sub in ("new", "cur") for p in (box / sub).glob("*") if p.is_file()]
+            try:
+                return [p.read_bytes() for p in sorted(files)]
+            except FileNotFoundError:
+                time.sleep(0.01)  # Dovecot moved one between listing and reading: list again
+        raise AssertionError("the Maildir kept changing while being read")
 
 
 def start_dovecot() -> Dovecot:
