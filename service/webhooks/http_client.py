@@ -127,15 +127,10 @@ class WebhookClient:
     lane_sizes: tuple[int, ...]  # connections of each lane
     total_timeout: float
     max_response_bytes: int
-    _free: list[int] = field(default_factory=list)
+    _free: list[int] = field(default_factory=list, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._free[:] = self.lane_sizes
-
-    @property
-    def http(self) -> httpx.AsyncClient:
-        """The first lane (for a single request outside the dispatcher)."""
-        return self.lanes[0]
 
     @contextlib.contextmanager
     def lane(self) -> Iterator[httpx.AsyncClient]:

@@ -132,10 +132,17 @@ async def test_requests_that_find_the_key_expired_share_one_read(
 ) -> None:
     key, key_id = await new_key(database_url, tenant="t")
     reads = CountingReads(monkeypatch)
+    # The first read is held until all 64 requests are waiting (a SQLite read would
+    # otherwise finish before the second request starts, and prove nothing).
+    reads.gate = asyncio.Event()
     cache = KeyCache(60)
     db = Database(database_url)
     try:
-        found = await asyncio.gather(*(cache.find(db, key) for _ in range(64)))
+        tasks = [asyncio.create_task(cache.find(db, key)) for _ in range(64)]
+        await _until(lambda: reads.calls >= 1)
+        await asyncio.sleep(0.05)  # every task has run up to its wait
+        reads.gate.set()
+        found = await asyncio.gather(*tasks)
         assert [r.id if r else None for r in found] == [key_id] * 64
         assert reads.calls == 1
         assert (await cache.find(db, key)) == found[0] and reads.calls == 1  # cached

@@ -115,7 +115,7 @@ async def test_unpinned_requests_are_refused(
     receiver: HttpReceiver, client: WebhookClient, connect_spy: Any
 ) -> None:
     with pytest.raises(httpx.ConnectError, match="unchecked host"):
-        await client.http.post(receiver.url_for("/raw"), content=b"{}")
+        await client.lanes[0].post(receiver.url_for("/raw"), content=b"{}")
     assert connect_spy.attempts == []
     assert receiver.requests == []
 
