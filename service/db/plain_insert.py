@@ -3,9 +3,9 @@
 ``conn.execute(table.insert(), rows)`` compiles from a cache, yet still runs every value
 of every row through type processors and insert-default handling in Python: on a busy API
 process that was a tenth of its CPU. ``insert_rows`` renders the INSERT once per dialect,
-table and set of columns, and hands the driver plain tuples through ``exec_driver_sql``,
-so engine events, error wrapping (IntegrityError, DatabaseUnavailable) and the
-transaction stay SQLAlchemy's. Values are converted as SQLAlchemy would (JSON columns
+table and set of columns, and hands the driver plain tuples through ``driver_sql.run``,
+so error wrapping (IntegrityError, DatabaseUnavailable) and the transaction stay
+SQLAlchemy's. Values are converted as SQLAlchemy would (JSON columns
 serialised with the dialect's serialiser); missing columns get their scalar defaults.
 Rows of different shapes, callable defaults or an unknown paramstyle take the Core path.
 """
@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, LargeBinary, Table
+
+from service.db import driver_sql
 
 # Per (paramstyle, table, columns): the SQL, a converter per given column (None: as is)
 # and the values of defaulted columns appended to every row; None means "use Core".
@@ -47,7 +49,7 @@ async def insert_rows(conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -
     except KeyError:  # rows of different shapes
         await conn.execute(table.insert(), list(rows))
         return
-    await conn.exec_driver_sql(sql, params)
+    await driver_sql.run(conn, sql, params, many=True)
 
 
 def _plan(dialect: Any, table: Table, keys: tuple[str, ...]) -> _Plan | None:

@@ -5,8 +5,8 @@ builds a dict per row and runs every value through ``construct_params``: in the 
 worker's settle that per-row work cost more than SQLite itself. A ``PlainStatement``
 renders its statement once per dialect (and per length of an IN list, rounded up to a
 power of two), keeps Core's bind processors, and hands the driver tuples through
-``exec_driver_sql``, so engine events, error wrapping and the transaction stay
-SQLAlchemy's. Result rows come back as tuples converted as Core would convert them.
+``driver_sql.run``, so error wrapping and the transaction stay SQLAlchemy's. Result rows
+come back as tuples converted as Core would convert them.
 
 Binds without a value are the per-call parameters, named by their keys; binds with a
 value are fixed when the statement is built, so build it once (a module constant or a
@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, Integer, LargeBinary, String, TypeDecorator
 from sqlalchemy.sql.expression import Executable
+
+from service.db import driver_sql
 
 _Convert = Callable[[Any], Any] | None
 # Per driver parameter: (key, index in an IN list or -1, converter, fixed value); a key of
@@ -91,8 +93,8 @@ class PlainStatement:
         plan = self._plan(conn.dialect, params)
         if plan is None:
             return [tuple(r) for r in (await conn.execute(self.stmt, dict(params))).all()]
-        result = await conn.exec_driver_sql(plan.sql, plan.values(params))
-        return plan.rows(result.all()) if plan.results is not None else []
+        rows = await driver_sql.run(conn, plan.sql, plan.values(params))
+        return plan.rows(rows) if plan.results is not None and rows is not None else []
 
     async def executemany(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         """Run once per parameter set in ``rows`` (no IN lists), in one driver call."""
@@ -102,7 +104,7 @@ class PlainStatement:
         if plan is None:
             await conn.execute(self.stmt, [dict(r) for r in rows])
             return
-        await conn.exec_driver_sql(plan.sql, [plan.values(r) for r in rows])
+        await driver_sql.run(conn, plan.sql, [plan.values(r) for r in rows], many=True)
 
     def _plan(self, dialect: Any, params: Mapping[str, Any]) -> _Plan | None:
         style = f"{dialect.name}:{dialect.driver}:{dialect.paramstyle}"

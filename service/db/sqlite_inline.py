@@ -162,6 +162,14 @@ class _InlineAdaptConnection(AsyncAdapt_aiosqlite_connection):
         self._connection._conn.isolation_level = value
 
 
+def driver_connection(dbapi_connection: Any) -> sqlite3.Connection | None:
+    """The ``sqlite3`` connection under a pooled connection of this dialect, else None."""
+    if isinstance(dbapi_connection, _InlineAdaptConnection):
+        conn: sqlite3.Connection = dbapi_connection._connection._conn
+        return conn
+    return None
+
+
 class _InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
     def connect(self, *arg: Any, **kw: Any) -> _InlineAdaptConnection:
         kw.pop("async_creator_fn", None)

@@ -15,6 +15,7 @@ from sqlalchemy import bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from service.db.engine import Database
+from service.db.plain_statement import PlainStatement
 from service.db.tables import suppressions
 
 REASONS = ("bounce", "complaint", "manual")
@@ -96,17 +97,19 @@ async def suppressed_in(
     emails = sorted({e for _, e in pairs})
     found: set[tuple[str, str]] = set()
     for start in range(0, len(emails), chunk):
-        rows = await conn.execute(
-            _SUPPRESSED_IN,
-            {"tenants": tenants, "emails": emails[start : start + chunk]},
+        rows = await _SUPPRESSED_IN.rows(
+            conn, {"tenants": tenants, "emails": emails[start : start + chunk]}
         )
-        found.update((t, e) for t, e in rows.all() if (t, e) in pairs)
+        found.update((t, e) for t, e in rows if (t, e) in pairs)
     return found
 
 
-_SUPPRESSED_IN = select(suppressions.c.tenant_id, suppressions.c.email).where(
-    suppressions.c.tenant_id.in_(bindparam("tenants", expanding=True)),
-    suppressions.c.email.in_(bindparam("emails", expanding=True)),
+# Plain: it runs in every accept transaction that applies suppressions.
+_SUPPRESSED_IN = PlainStatement(
+    select(suppressions.c.tenant_id, suppressions.c.email).where(
+        suppressions.c.tenant_id.in_(bindparam("tenants", expanding=True)),
+        suppressions.c.email.in_(bindparam("emails", expanding=True)),
+    )
 )
 
 

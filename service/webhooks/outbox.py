@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import bindparam, select
 
 from service.db.plain_insert import insert_rows
+from service.db.plain_statement import PlainStatement
 from service.db.reserved_ids import reserve_ids
 from service.db.tables import events, webhook_deliveries, webhook_endpoints
 from service.domain.ids import new_id
@@ -53,11 +54,12 @@ async def record_events(conn: Any, event_rows: Sequence[dict[str, Any]]) -> int:
 
 Subscriptions = dict[str, list[tuple[str, list[str]]]]  # tenant -> [(endpoint id, types)]
 
-_ENABLED_ENDPOINTS = select(
-    webhook_endpoints.c.id, webhook_endpoints.c.tenant_id, webhook_endpoints.c.events
-).where(
-    webhook_endpoints.c.tenant_id.in_(bindparam("tenants", expanding=True)),
-    webhook_endpoints.c.enabled,
+# Plain: it runs in every accept and settle transaction.
+_ENABLED_ENDPOINTS = PlainStatement(
+    select(webhook_endpoints.c.id, webhook_endpoints.c.tenant_id, webhook_endpoints.c.events).where(
+        webhook_endpoints.c.tenant_id.in_(bindparam("tenants", expanding=True)),
+        webhook_endpoints.c.enabled,
+    )
 )
 
 
@@ -66,9 +68,9 @@ async def subscriptions(conn: Any, tenants: Iterable[str]) -> Subscriptions:
     wanted = sorted(set(tenants))
     if not wanted:
         return {}
-    found = await conn.execute(_ENABLED_ENDPOINTS, {"tenants": wanted})
+    found = await _ENABLED_ENDPOINTS.rows(conn, {"tenants": wanted})
     by_tenant: Subscriptions = {}
-    for endpoint_id, tenant_id, types in found.all():
+    for endpoint_id, tenant_id, types in found:
         by_tenant.setdefault(tenant_id, []).append((endpoint_id, list(types or [])))
     return by_tenant
 
