@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import aiosmtplib
 import pytest
 
 from bench import __main__ as bench_main
-from bench import load, preload, raw_http, scenarios
+from bench import instructions, load, preload, raw_http, scenarios
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.layout import SERVE, Layout, parse_layout
@@ -601,3 +602,16 @@ def test_the_host_speed_check_is_reported_with_the_machine() -> None:
     )
     machine_section = page.split("## Machine", 1)[1]
     assert "- speed: 230 / 240" in machine_section
+
+
+def test_instructions_per_message_cancel_start_and_stop(tmp_path: Path) -> None:
+    out = tmp_path / "callgrind.out"
+    out.write_text("version: 1\ncmd: python\nevents: Ir\nfn=(1) main\n3 7\nsummary: 5170128740\n")
+    small = (500, instructions.instructions(out))
+    assert small == (500, 5_170_128_740)
+    assert instructions.per_message(small, (2500, 7_942_169_618)) == 1_386_020.439
+    with pytest.raises(ValueError):
+        instructions.per_message((2500, 1), (500, 2))
+    (tmp_path / "empty.out").write_text("events: Ir\n")
+    with pytest.raises(RuntimeError):
+        instructions.instructions(tmp_path / "empty.out")
