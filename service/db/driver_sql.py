@@ -19,12 +19,17 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.util.concurrency import greenlet_spawn
 
 from service.db.sqlite_inline import driver_connection
 
 Params = Sequence[Any]
+
+# The private parts of SQLAlchemy's Connection this relies on (stable through 2.x); without
+# them every statement takes ``exec_driver_sql``, as on other dialects.
+_HANDLES_ERRORS = hasattr(Connection, "_handle_dbapi_exception")
 
 
 async def run(
@@ -52,14 +57,14 @@ async def run(
 
 def _inline(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under ``conn``, when a statement may go straight to it."""
-    if conn.dialect.driver != "kirim_inline" or not conn.in_transaction():
+    if not _HANDLES_ERRORS or conn.dialect.driver != "kirim_inline" or not conn.in_transaction():
         # Outside a transaction SQLAlchemy must begin one first (a read's snapshot).
         return None
     sync = conn.sync_connection
-    if sync is None or sync.invalidated or sync._echo:
+    if sync is None or sync.invalidated or getattr(sync, "_echo", True):
         return None
     dispatch = sync.dispatch
     if dispatch.before_cursor_execute or dispatch.after_cursor_execute:
         return None
-    fairy = sync._dbapi_connection
+    fairy = getattr(sync, "_dbapi_connection", None)
     return None if fairy is None else driver_connection(fairy.dbapi_connection)

@@ -104,3 +104,27 @@ async def test_statement_listeners_see_every_statement(database_url: str) -> Non
         assert seen == [insert, _COUNT]
     finally:
         await db.dispose()
+
+
+async def test_without_the_private_parts_it_uses_sqlalchemy(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Should a SQLAlchemy release drop what the driver path relies on, every statement
+    takes exec_driver_sql instead of failing."""
+    db = Database(sqlite_url)
+    through: list[str] = []
+    original = AsyncConnection.exec_driver_sql
+
+    async def spied(self: AsyncConnection, sql: str, *args: Any, **kw: Any) -> Any:
+        through.append(sql)
+        return await original(self, sql, *args, **kw)
+
+    monkeypatch.setattr(AsyncConnection, "exec_driver_sql", spied)
+    monkeypatch.setattr(driver_sql, "_HANDLES_ERRORS", False)
+    try:
+        async with db.write() as conn:
+            await driver_sql.run(conn, _INSERT, [_row("a@x")], many=True)
+            assert await driver_sql.run(conn, _COUNT) == [(1,)]
+        assert through == [_INSERT, _COUNT]
+    finally:
+        await db.dispose()
