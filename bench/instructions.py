@@ -38,6 +38,7 @@ import httpx
 
 from bench import load, raw_http
 from bench.install import find_tool
+from bench.kirim import kirim_env
 from bench.procs import free_port
 
 CONCURRENCY = 64
@@ -70,14 +71,13 @@ class Tree:
     def __init__(self, tree: Path, root: Path, smtp_port: int) -> None:
         self.tree = tree
         self.root = root
-        env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_")}
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
-        env["KIRIM_DATABASE_URL"] = f"sqlite:///{root}/kirim.db"
-        env["KIRIM_SMTP_URL"] = f"smtp://127.0.0.1:{smtp_port}?tls=none"
         # Everything runs about fifty times slower: no lease or SMTP timeout may expire.
-        env["KIRIM_LEASE_SECONDS"] = "3600"
-        env["KIRIM_SMTP_TIMEOUT_SCALE"] = "20"
-        self.env = env
+        slow = {"KIRIM_LEASE_SECONDS": "3600", "KIRIM_SMTP_TIMEOUT_SCALE": "20"}
+        self.env = kirim_env(f"sqlite:///{root}/kirim.db", smtp_port, slow)
+        # This tree's code, not the one this command runs from.
+        self.env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(tree), os.environ.get("PYTHONPATH")])
+        )
 
     def command(self, *args: str) -> str:
         done = subprocess.run(
@@ -164,6 +164,7 @@ def backlog(tree: Path, count: int, into: Path) -> None:
 def deliver(tree: Tree, count: int, callgrind_out: Path) -> None:
     """Run ``kirim worker`` of ``tree`` under callgrind until ``count`` recipients are sent."""
     worker = tree.start(["worker"], callgrind_out)
+    sent = 0
     try:
         deadline = time.monotonic() + DRAIN_SECONDS
         while time.monotonic() < deadline and worker.poll() is None:
@@ -179,11 +180,37 @@ def deliver(tree: Tree, count: int, callgrind_out: Path) -> None:
         stop(worker)
 
 
-def measure(role: str, trees: list[Path], sizes: list[int], work: Path) -> dict[Path, float]:
-    sink_binary = find_tool("smtp-sink")
-    if sink_binary is None:
+def sink(port: int) -> subprocess.Popen[bytes]:
+    """``smtp-sink`` on loopback, answering every message with 250."""
+    binary = find_tool("smtp-sink")
+    if binary is None:
         raise RuntimeError("smtp-sink not found (Debian package postfix)")
-    backlogs = {}
+    # As root smtp-sink insists on dropping privileges after binding.
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    return subprocess.Popen(
+        [binary, *user, f"127.0.0.1:{port}", "1024"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def run_once(role: str, tree: Path, root: Path, size: int, backlog_file: Path | None,
+             out: Path) -> None:  # fmt: skip
+    if role == "api":
+        accept(Tree(tree, root, smtp_port=9), size, out)  # nothing delivers
+        return
+    assert backlog_file is not None
+    port = free_port()
+    receiver = sink(port)
+    try:
+        shutil.copy(backlog_file, root / "kirim.db")
+        deliver(Tree(tree, root, port), size, out)
+    finally:
+        receiver.kill()
+        receiver.wait()
+
+
+def measure(role: str, trees: list[Path], sizes: list[int], work: Path) -> dict[Path, float]:
+    backlogs: dict[int, Path] = {}
     if role == "worker":
         for size in sizes:
             backlogs[size] = work / f"backlog-{size}.db"
@@ -194,22 +221,7 @@ def measure(role: str, trees: list[Path], sizes: list[int], work: Path) -> dict[
             root = work / f"run-{size}-{number}"
             root.mkdir()
             out = work / f"callgrind-{size}-{number}.out"
-            sink_port = free_port()
-            sink = subprocess.Popen(
-                [sink_binary, *(["-u", "nobody"] if os.geteuid() == 0 else []),
-                 f"127.0.0.1:{sink_port}", "1024"],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-            try:
-                kirim = Tree(tree, root, sink_port)
-                if role == "worker":
-                    shutil.copy(backlogs[size], root / "kirim.db")
-                    deliver(kirim, size, out)
-                else:
-                    accept(kirim, size, out)
-            finally:
-                sink.kill()
-                sink.wait()
+            run_once(role, tree, root, size, backlogs.get(size), out)
             counts[tree].append((size, instructions(out)))
             print(f"  {tree}: {size} messages, {counts[tree][-1][1]:,} instructions", flush=True)
             shutil.rmtree(root)

@@ -7,8 +7,10 @@ does) keeps working in an API process for at most ``api_key_cache_seconds``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import pytest
 
@@ -109,65 +111,42 @@ async def test_new_keys_work_at_once_and_expiry_is_exact(database_url: str) -> N
 
 
 class CountingReads:
-    """The real key lookup, counted; ``gate`` (if set) holds every lookup until it opens."""
+    """The real key lookup, counted, and held at ``gate`` until the test opens it."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = False) -> None:
         self.calls = 0
-        self.gate: asyncio.Event | None = None
+        self.gate = asyncio.Event()
         self._fail_first = fail_first
         self._real = keys_module._find_by_hash
         monkeypatch.setattr(keys_module, "_find_by_hash", self)
 
     async def __call__(self, db: Database, key_hash: str) -> KeyRecord | None:
         self.calls += 1
-        if self.gate is not None:
-            await self.gate.wait()
+        await self.gate.wait()
         if self._fail_first and self.calls == 1:
             raise DatabaseUnavailable("the first lookup fails")
         return await self._real(db, key_hash)
 
 
-async def test_requests_that_find_the_key_expired_share_one_read(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    key, key_id = await new_key(database_url, tenant="t")
-    reads = CountingReads(monkeypatch)
-    # The first read is held until all 64 requests are waiting (a SQLite read would
-    # otherwise finish before the second request starts, and prove nothing).
-    reads.gate = asyncio.Event()
-    cache = KeyCache(60)
-    db = Database(database_url)
-    try:
-        tasks = [asyncio.create_task(cache.find(db, key)) for _ in range(64)]
-        await _until(lambda: reads.calls >= 1)
-        await asyncio.sleep(0.05)  # every task has run up to its wait
-        reads.gate.set()
-        found = await asyncio.gather(*tasks)
-        assert [r.id if r else None for r in found] == [key_id] * 64
-        assert reads.calls == 1
-        assert (await cache.find(db, key)) == found[0] and reads.calls == 1  # cached
-    finally:
-        await db.dispose()
+@dataclass
+class HeldLookups:
+    key: str
+    key_id: str
+    reads: CountingReads
+    cache: KeyCache
+    db: Database
 
 
-async def test_a_failed_shared_read_leaves_each_request_to_read_again(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@contextlib.asynccontextmanager
+async def held_lookups(
+    database_url: str, monkeypatch: pytest.MonkeyPatch, *, fail_first: bool = False
+) -> AsyncIterator[HeldLookups]:
+    """A new key and an empty cache whose lookups of it are counted and held."""
     key, key_id = await new_key(database_url, tenant="t")
-    reads = CountingReads(monkeypatch, fail_first=True)
-    reads.gate = asyncio.Event()
-    cache = KeyCache(60)
+    reads = CountingReads(monkeypatch, fail_first=fail_first)
     db = Database(database_url)
     try:
-        tasks = [asyncio.create_task(cache.find(db, key)) for _ in range(3)]
-        await _until(lambda: reads.calls == 1)
-        await asyncio.sleep(0.05)  # the other two wait on the first one's read
-        assert reads.calls == 1
-        reads.gate.set()
-        found = await asyncio.gather(*tasks, return_exceptions=True)
-        assert isinstance(found[0], DatabaseUnavailable)
-        assert [getattr(r, "id", None) for r in found[1:]] == [key_id, key_id]
-        assert reads.calls == 3
+        yield HeldLookups(key, key_id, reads, KeyCache(60), db)
     finally:
         await db.dispose()
 
@@ -180,24 +159,48 @@ async def _until(condition: Callable[[], bool]) -> None:
     raise AssertionError("condition not reached in 5 s")
 
 
+async def test_requests_that_find_the_key_expired_share_one_read(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with held_lookups(database_url, monkeypatch) as h:
+        # The first read is held until all 64 requests are waiting (a SQLite read would
+        # otherwise finish before the second request starts, and prove nothing).
+        tasks = [asyncio.create_task(h.cache.find(h.db, h.key)) for _ in range(64)]
+        await _until(lambda: h.reads.calls >= 1)
+        await asyncio.sleep(0.05)  # every task has run up to its wait
+        h.reads.gate.set()
+        found = await asyncio.gather(*tasks)
+        assert [r.id if r else None for r in found] == [h.key_id] * 64
+        assert h.reads.calls == 1
+        assert (await h.cache.find(h.db, h.key)) == found[0] and h.reads.calls == 1  # cached
+
+
+async def test_a_failed_shared_read_leaves_each_request_to_read_again(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with held_lookups(database_url, monkeypatch, fail_first=True) as h:
+        tasks = [asyncio.create_task(h.cache.find(h.db, h.key)) for _ in range(3)]
+        await _until(lambda: h.reads.calls == 1)
+        await asyncio.sleep(0.05)  # the other two wait on the first one's read
+        assert h.reads.calls == 1
+        h.reads.gate.set()
+        found = await asyncio.gather(*tasks, return_exceptions=True)
+        assert isinstance(found[0], DatabaseUnavailable)
+        assert [getattr(r, "id", None) for r in found[1:]] == [h.key_id, h.key_id]
+        assert h.reads.calls == 3
+
+
 async def test_a_request_after_a_revocation_does_not_share_an_earlier_read(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    key, key_id = await new_key(database_url, tenant="t")
-    reads = CountingReads(monkeypatch)
-    reads.gate = asyncio.Event()
-    cache = KeyCache(60)
-    db = Database(database_url)
-    try:
-        before = asyncio.create_task(cache.find(db, key))
-        await _until(lambda: reads.calls == 1)
-        await _revoke_elsewhere(database_url, key_id)
-        cache.forget(key_id)
-        after = asyncio.create_task(cache.find(db, key))
-        await _until(lambda: reads.calls == 2)  # its own read, not the one in progress
-        reads.gate.set()
+    async with held_lookups(database_url, monkeypatch) as h:
+        before = asyncio.create_task(h.cache.find(h.db, h.key))
+        await _until(lambda: h.reads.calls == 1)
+        await _revoke_elsewhere(database_url, h.key_id)
+        h.cache.forget(h.key_id)
+        after = asyncio.create_task(h.cache.find(h.db, h.key))
+        await _until(lambda: h.reads.calls == 2)  # its own read, not the one in progress
+        h.reads.gate.set()
         record = await after
         assert record is not None and record.revoked_at is not None
         await before
-    finally:
-        await db.dispose()
