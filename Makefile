@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 JOBS ?= 3
 
-.PHONY: dev test lint typecheck unit openapi bench clean install
+.PHONY: dev test lint typecheck unit openapi bench clean install native
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "$(PYTHON) not found; set PYTHON=python3"; exit 1; }
@@ -14,9 +14,14 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) native
 
-dev: $(STAMP)
+# The hot pure modules compiled with mypyc into build/native; skipped while up to date, and
+# used only while their sources match (service/native.py).
+native: $(STAMP)
+	$(BIN)/python -m service.devtools.build_native
+
+dev: $(STAMP) native
 	$(BIN)/kirim dev
 
 lint: $(STAMP)
@@ -29,15 +34,15 @@ typecheck: $(STAMP)
 openapi: $(STAMP)
 	$(BIN)/kirim openapi
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) native lint typecheck
 	$(BIN)/pytest -n $(JOBS) --dist loadfile -q -m "not alone"
 	$(BIN)/pytest -q -m alone
 
-unit: $(STAMP)
+unit: $(STAMP) native
 	$(BIN)/pytest -q tests/unit
 
-bench: $(STAMP)
+bench: $(STAMP) native
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .kirim-dev
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache .kirim-dev

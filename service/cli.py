@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from service import logs
+from service import logs, native
 from service.admin import cli as admin_cli
 from service.observability import logging as log_format
 from service.settings import Settings, load_settings
@@ -148,6 +148,7 @@ def _run_api(
     app = create_app(settings, run_workers=workers, idle_delivery=idle_delivery)
     if before_listening is not None:
         before_listening()
+    log.info("API starting (%s)", native.state)
     uvicorn.run(
         app,
         host=host,
@@ -276,7 +277,7 @@ async def _worker_main(settings: Settings, *, ready_fd: int | None = None) -> No
     from service.api import heap
 
     heap.settle()  # the delivery loop allocates as much as the request path
-    log.info("worker %s started", worker.name)
+    log.info("worker %s started (%s)", worker.name, native.state)
     if ready_fd is not None:
         # The first await of the tasks below puts the loop to work; a wake-up that comes
         # before it is not lost (the wake socket is already bound and the event is latched).

@@ -334,12 +334,12 @@ async def _reply(
     except WireTimeout:
         wire.close()
         raise SessionBroken(stage, local_reply(f"no reply at {stage.value} (timed out)")) from None
-    except WireGarbage as exc:
+    except WireGarbage as garbage:  # a name per clause: compiled, one name has one type
         wire.close()
-        raise SessionBroken(stage, protocol_error(str(exc))) from None
-    except WireError as exc:
+        raise SessionBroken(stage, protocol_error(str(garbage))) from None
+    except WireError as lost:
         wire.close()
-        text = f"connection lost at {stage.value}: {clean_text(str(exc))}"
+        text = f"connection lost at {stage.value}: {clean_text(str(lost))}"
         raise SessionBroken(
             stage, local_reply(text), no_reply_at_first_mail=first_on_reused
         ) from None

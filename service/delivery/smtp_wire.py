@@ -60,7 +60,7 @@ class Wire(asyncio.Protocol):
 
     def write(self, data: bytes) -> None:
         if not self.connected:
-            raise self._failure or WireLost("connection closed")
+            raise self._error()
         assert self._transport is not None
         self._transport.write(data)
 
@@ -78,7 +78,7 @@ class Wire(asyncio.Protocol):
                 timer.cancel()
                 self._waiter = None
             if not self._replies:
-                raise self._failure or WireLost("connection closed")
+                raise self._error()
         return self._replies.popleft()
 
     async def drain(self, limit: float) -> None:
@@ -94,6 +94,11 @@ class Wire(asyncio.Protocol):
             raise WireTimeout(f"peer stopped reading for {limit:g}s") from None
         if self._failure is not None:
             raise self._failure
+
+    def _error(self) -> WireError:
+        # A method, not an expression at the raise: after an ``await`` the type checker
+        # still takes ``_failure`` for the None it was before, and compiled code trusts it.
+        return self._failure or WireLost("connection closed")
 
     def close(self) -> None:
         if self._transport is not None:

@@ -101,8 +101,12 @@ class _SecondCache:
     recipient, hundreds within the same second, and formatting a datetime costs more than
     the rest of a line's head."""
 
-    second = -1
-    prefix = ""
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+
+_second_cache = _SecondCache()
 
 
 def log_time(created: float) -> str:
@@ -115,7 +119,7 @@ def log_time(created: float) -> str:
     if micros >= 1_000_000:
         second += 1
         micros -= 1_000_000
-    cache = _SecondCache
+    cache = _second_cache
     if second != cache.second:
         cache.prefix = datetime.fromtimestamp(second, UTC).isoformat()[:19]
         cache.second = second
