@@ -28,8 +28,9 @@ def kirim_command() -> list[str]:
 
 
 def kirim_env(database_url: str, sink_port: int, extra: dict[str, str]) -> dict[str, str]:
-    # Inherited KIRIM_* settings would make runs depend on the caller's shell.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_")}
+    # Inherited KIRIM_* settings would make runs depend on the caller's shell; the switch
+    # between compiled and source modules is the caller's to give.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KIRIM_") or k == "KIRIM_NATIVE"}
     # Run the working tree's code even if the installed package metadata is stale.
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env["KIRIM_DATABASE_URL"] = database_url
