@@ -46,6 +46,14 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def read_manifest(build: Path) -> dict[str, object] | None:
+    try:
+        manifest = json.loads((build / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 def check(manifest: Mapping[str, object], root: Path, build: Path) -> dict[str, Path] | str:
     """Each compiled module's file, if the build fits this tree and interpreter; else why not."""
     modules, shared = manifest.get("modules"), manifest.get("shared")
@@ -89,12 +97,11 @@ def install(environ: Mapping[str, str], root: Path = ROOT, build: Path = BUILD) 
     if environ.get(SWITCH, "1") == "0":
         state = f"off ({SWITCH}=0)"
         return False
-    try:
-        manifest = json.loads((build / MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(build)
+    if manifest is None:
         state = f"no build in {build} (make install builds it)"
         return False
-    found = check(manifest, root, build) if isinstance(manifest, dict) else "manifest invalid"
+    found = check(manifest, root, build)
     if isinstance(found, str):
         state = f"not used: {found}; every module runs from source"
         return False

@@ -17,7 +17,16 @@ import sys
 import tempfile
 from pathlib import Path
 
-from service.native import BUILD, MANIFEST, ROOT, SUFFIX, check, digest, source_file
+from service.native import (
+    BUILD,
+    MANIFEST,
+    ROOT,
+    SUFFIX,
+    check,
+    digest,
+    read_manifest,
+    source_file,
+)
 
 COMPILED = (
     "service.domain.addresses",
@@ -38,13 +47,13 @@ GROUP = "service.native"  # the compiled code's shared library: service.native__
 
 
 def up_to_date(build_dir: Path = BUILD) -> bool:
-    try:
-        manifest = json.loads((build_dir / MANIFEST).read_text())
-    except (OSError, ValueError):
+    manifest = read_manifest(build_dir)
+    if manifest is None:
         return False
+    modules = manifest.get("modules")
     return (
-        isinstance(manifest, dict)
-        and set(manifest.get("modules") or ()) == set(COMPILED)
+        isinstance(modules, dict)
+        and set(modules) == set(COMPILED)
         and not isinstance(check(manifest, ROOT, build_dir), str)
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -78,6 +79,29 @@ def test_install_without_a_manifest_leaves_imports_alone(tmp_path: Path) -> None
     try:
         assert native.install({}, root=tmp_path, build=tmp_path / "none") is False
         assert native.state.startswith("no build in")
+        assert not any(isinstance(f, native.CompiledFinder) for f in sys.meta_path)
+    finally:
+        sys.meta_path[:] = finders
+        native.state = state
+
+
+def test_install_with_a_stale_build_leaves_imports_alone(tmp_path: Path) -> None:
+    """The real build, its manifest saying one source was different when it was made."""
+    manifest = native.read_manifest(native.BUILD)
+    assert manifest is not None, native.state
+    modules = dict(manifest["modules"])  # type: ignore[call-overload]
+    modules["service.domain.mime"] = "0" * 64
+    build = tmp_path / "build"
+    shutil.copytree(native.BUILD, build)
+    (build / native.MANIFEST).write_text(json.dumps({**manifest, "modules": modules}))
+    finders, state = list(sys.meta_path), native.state
+    sys.meta_path[:] = [f for f in finders if not isinstance(f, native.CompiledFinder)]
+    try:
+        assert native.install({}, build=build) is False
+        assert native.state == (
+            "not used: service/domain/mime.py changed since the build; "
+            "every module runs from source"
+        )
         assert not any(isinstance(f, native.CompiledFinder) for f in sys.meta_path)
     finally:
         sys.meta_path[:] = finders
