@@ -42,7 +42,8 @@ async def test_send_and_status_sent(database_url: str) -> None:
             msg = await app.get(mid)
     assert smtp.handler.counts() == Counter({"ann@example.com": 1})
     rec = msg["recipients"][0]
-    assert rec["status"] == "sent" and rec["attempts"] == 1
+    # Once seen in CI under load (2 attempts, 1 delivery): show the attempts if it recurs.
+    assert rec["status"] == "sent" and rec["attempts"] == 1, msg["attempts"]
     assert rec["last_reply"]["code"] == 250
     assert [a["outcome"] for a in msg["attempts"]] == ["accepted"]
     assert [e["type"] for e in msg["events"]] == ["message.queued", "message.sent"]
