@@ -1,20 +1,24 @@
 """POST /v1/messages without the framework's per-request machinery.
 
-The single send is the hot path, and FastAPI's routing, dependency solving and body
-handling cost about as much CPU as accepting the message itself. This middleware answers
+The single send is the hot path, and FastAPI's routing, dependency solving, body handling
+and the middleware layers around them cost about as much CPU as accepting the message
+itself. This lane sits in front of the whole middleware stack (``KirimApp``) and answers
 the requests it can with exactly the steps the route takes (the same JSON parser, the same
-model validation, ``authenticate`` and ``accept_send``), and passes every other request on
-untouched: a body that is not ``application/json`` or does not parse or validate goes to
-the route, which answers it as before (its errors, in its order: authentication first).
-Nothing has happened by the time a request is passed on, so the route's answer is the
-whole answer. The route stays the documented contract (OpenAPI).
+model validation, ``authenticate`` and ``accept_send``); every other request goes on
+untouched: a body that is not ``application/json``, is larger than ``max_body_bytes``,
+comes in several parts, nests too deep, or does not parse or validate goes to the stack,
+whose layers and route answer it as before (their errors, in their order). Nothing has
+happened by the time a request is passed on, so the stack's answer is the whole answer.
+The route stays the documented contract (OpenAPI).
 
-It sits inside ``BodyLimit``, so the body arrives whole, at most ``max_body_bytes`` of it.
+For the requests it answers, the lane does the part of the layers it skips: the body limit
+and JSON depth checks (by passing on), the trace context and the API's activity count.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +26,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import idempotency
+from service.api.activity import ApiActivity
 from service.api.deps import authenticate, guards_for
 from service.api.errors import (
     ApiError,
@@ -29,10 +34,12 @@ from service.api.errors import (
     invalid_response,
     unavailable_response,
 )
+from service.api.limits import json_too_complex
 from service.api.routes.messages import accept_send
 from service.api.schemas import SendRequest
 from service.db.engine import DatabaseUnavailable
 from service.domain.errors import InvalidRequest
+from service.observability import tracing
 
 PATH = "/v1/messages"
 SCOPE = "messages:send"
@@ -40,8 +47,18 @@ _IDEMPOTENCY = idempotency.HEADER.lower().encode("latin-1")
 
 
 class SendFastLane:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        max_json_depth: int,
+        activity: ApiActivity | None = None,
+    ) -> None:
         self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_json_depth = max_json_depth
+        self.activity = activity
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -53,12 +70,32 @@ class SendFastLane:
             await self.app(scope, receive, send)
             return
         message = await receive()
-        body = _parse(scope, message)
+        body = self._parse(scope, message)
         if body is None:
             await self.app(scope, _replay(message, receive), send)
             return
-        response = await _answer(scope, body)
-        await response(scope, receive, send)
+        activity = self.activity
+        if activity is not None:
+            activity.in_progress += 1
+        token = tracing.enter_request(scope["headers"])
+        try:
+            response = await _answer(scope, body)
+            await response(scope, receive, send)
+        finally:
+            tracing.leave_request(token)
+            if activity is not None:
+                activity.in_progress -= 1
+                activity.quiet_since = time.monotonic()
+
+    def _parse(self, scope: Scope, message: Message) -> SendRequest | None:
+        """The body as the route would see it, or None to leave the request to the stack
+        (which also answers whatever the body limits refuse)."""
+        if message["type"] != "http.request" or message.get("more_body", False):
+            return None
+        raw = message.get("body", b"")
+        if len(raw) > self.max_body_bytes or json_too_complex(raw, self.max_json_depth):
+            return None
+        return _parse(scope, message)
 
 
 def _replay(first: Message, receive: Receive) -> Receive:

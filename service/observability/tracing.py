@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Mapping
-from contextvars import ContextVar
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,15 +92,23 @@ class TraceContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        values = [v for k, v in scope.get("headers", ()) if k == b"traceparent"]
-        # Two traceparent headers are as good as none (the spec says to restart the trace).
-        given = parse(values[0].decode("latin-1")) if len(values) == 1 else None
-        ctx = given.child() if given else new_trace()
-        token = _current.set(ctx)
+        token = enter_request(scope.get("headers", ()))
         try:
             await self.app(scope, receive, send)
         finally:
-            _current.reset(token)
+            leave_request(token)
+
+
+def enter_request(headers: Iterable[tuple[bytes, bytes]]) -> Token[TraceContext | None]:
+    """Make a request with these headers the current trace context; ``leave_request`` ends it."""
+    values = [v for k, v in headers if k == b"traceparent"]
+    # Two traceparent headers are as good as none (the spec says to restart the trace).
+    given = parse(values[0].decode("latin-1")) if len(values) == 1 else None
+    return _current.set(given.child() if given else new_trace())
+
+
+def leave_request(token: Token[TraceContext | None]) -> None:
+    _current.reset(token)
 
 
 def stamp(message_row: dict[str, Any]) -> None:

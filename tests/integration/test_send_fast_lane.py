@@ -6,13 +6,19 @@ get the route's answer, errors in the route's order.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+from starlette.middleware.errors import ServerErrorMiddleware
 
-from service.api.fast_send import _parse
+from service.api.activity import ApiActivity
+from service.api.fast_send import SendFastLane, _parse
 from service.api.schemas import SendRequest
+from service.db.engine import Database
+from service.db.tables import messages
 from tests.support.app import live_app, make_key, settings_for
 
 pytestmark = pytest.mark.asyncio
@@ -142,3 +148,87 @@ async def test_authentication_comes_first_either_way(database_url: str) -> None:
                 assert r.json()["instance"] == "/v1/messages"
                 if status == 401:
                     assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_the_lane_sits_in_front_of_the_whole_stack(database_url: str) -> None:
+    """In front of error handling and the body limits, so it must honour the limits itself:
+    what they refuse it passes on, and the stack refuses it as before."""
+    settings = settings_for(database_url, max_body_bytes=2048, max_json_depth=8)
+    async with live_app(settings, run_workers=False) as app:
+        stack = app.app.build_middleware_stack()
+        assert isinstance(stack, SendFastLane)
+        assert isinstance(stack.app, ServerErrorMiddleware)
+
+        headers = {"Content-Type": LANE}
+        fits = {**BODY, "text": "x" * 1500, "metadata": {"a": "b"}}
+        r = await app.client.post("/v1/messages", content=json.dumps(fits), headers=headers)
+        assert r.status_code == 202, r.text
+
+        big = {**BODY, "text": "x" * 2100}
+        r = await app.client.post("/v1/messages", content=json.dumps(big), headers=headers)
+        assert r.status_code == 413
+        assert r.json()["type"].endswith("/payload-too-large")
+
+        deep: Any = "leaf"
+        for _ in range(9):
+            deep = {"k": deep}
+        r = await app.client.post(
+            "/v1/messages", content=json.dumps({**BODY, "metadata": deep}), headers=headers
+        )
+        assert r.status_code == 400
+        assert r.json()["type"].endswith("/json-too-complex")
+
+
+async def test_both_ways_keep_the_trace_context(database_url: str) -> None:
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    parent = f"00-{trace_id}-00f067aa0ba902b7-01"
+    async with live_app(settings_for(database_url), run_workers=False) as app:
+        stored = []
+        for kind in (LANE, ROUTE):
+            r = await app.client.post(
+                "/v1/messages",
+                content=json.dumps(BODY),
+                headers={"Content-Type": kind, "traceparent": parent},
+            )
+            assert r.status_code == 202, r.text
+            untraced = await app.client.post(
+                "/v1/messages", content=json.dumps(BODY), headers={"Content-Type": kind}
+            )
+            stored.append((await _traceparent(database_url, r.json()["id"]), kind))
+            stored.append((await _traceparent(database_url, untraced.json()["id"]), kind))
+    (lane, _), (lane_new, _), (route, _), (route_new, _) = stored
+    for ours in (lane, route):
+        # Our span of the caller's trace: its trace id and flags, a parent id of our own.
+        version, trace, span, flags = ours.split("-")
+        assert (version, trace, flags) == ("00", trace_id, "01") and span != "00f067aa0ba902b7"
+    assert lane.split("-")[2] != route.split("-")[2]
+    # Without a traceparent, a trace of its own each.
+    fresh = {lane_new.split("-")[1], route_new.split("-")[1]}
+    assert len(fresh) == 2 and trace_id not in fresh
+
+
+async def test_the_lane_counts_as_api_activity(database_url: str) -> None:
+    """With delivery in the API process while it is idle, a request through the lane must
+    count as activity like any other."""
+    async with live_app(settings_for(database_url), run_workers=False, idle_delivery=True) as app:
+        activity: ApiActivity = app.app.front.keywords["activity"]
+        assert activity is not None
+        before = time.monotonic()
+        r = await app.client.post(
+            "/v1/messages", content=json.dumps(BODY), headers={"Content-Type": LANE}
+        )
+        assert r.status_code == 202
+        assert activity.in_progress == 0 and activity.quiet_since >= before
+
+
+async def _traceparent(database_url: str, message_id: str) -> str:
+    db = Database(database_url)
+    try:
+        async with db.reader.connect() as conn:
+            value = await conn.scalar(
+                select(messages.c.traceparent).where(messages.c.id == message_id)
+            )
+    finally:
+        await db.dispose()
+    assert isinstance(value, str)
+    return value
