@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import time
 from collections import Counter
@@ -13,11 +14,15 @@ from typing import Any, TypeVar
 
 import httpx
 
+from bench import raw_http
+
 SENDER = "bench@example.com"
 RECIPIENT = "rcpt@example.com"
 # About the size of smtp-source's ``-l 512`` body, so both systems carry similar bytes.
 TEXT = ("Kirim benchmark message body. " * 18)[:512]
 BATCH_SIZE = 500
+BATCH_PATH = "/v1/messages/batch"
+BATCH_TIMEOUT = 60.0  # seconds, as the httpx client had
 T = TypeVar("T")
 
 
@@ -70,36 +75,65 @@ def _batch_ids(payload: Any) -> list[str]:
     return [str(item["id"]) for item in items if isinstance(item, dict) and "id" in item]
 
 
+def batch_requests(api_key: str, count: int) -> list[bytes]:
+    """Each batch request after its prefix, the body as httpx's ``json=`` wrote it."""
+    requests = []
+    for start in range(0, count, BATCH_SIZE):
+        body = {"messages": [message(i) for i in range(start, min(count, start + BATCH_SIZE))]}
+        encoded = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        requests.append(raw_http.request_rest(api_key, encoded.encode()))
+    return requests
+
+
 async def post_batches(
-    clients: Sequence[httpx.AsyncClient], count: int, concurrency: int
+    host: str,
+    ports: Sequence[int],
+    api_key: str,
+    count: int,
+    concurrency: int,
 ) -> LoadOutcome | None:
     """``count`` messages in POST /v1/messages/batch requests of 500 from up to
-    ``concurrency`` senders, dealt round-robin over ``clients`` (one per API process);
-    None if there is no such endpoint."""
+    ``concurrency`` senders, each on a keep-alive connection of its own, dealt round-robin
+    over the API ``ports``; None if there is no such endpoint. A batch that fails (no
+    whole answer within ``BATCH_TIMEOUT``) counts one failure; its sender goes on with the
+    next on a new connection."""
+    requests = batch_requests(api_key, count)
+    prefixes = {port: raw_http.request_prefix(host, port, BATCH_PATH) for port in ports}
     outcome = LoadOutcome()
-    starts = iter(range(0, count, BATCH_SIZE))
+    batches = iter(range(len(requests)))
     missing = False
 
-    async def worker(http: httpx.AsyncClient) -> None:
+    async def sender(port: int) -> None:
         nonlocal missing
-        for start in starts:
-            body = {"messages": [message(i) for i in range(start, min(count, start + BATCH_SIZE))]}
-            try:
-                response = await http.post("/v1/messages/batch", json=body)
-            except httpx.HTTPError as error:
-                outcome.fail(type(error).__name__, str(error))
-                continue
-            if response.status_code in (404, 405):
-                missing = True
-                return
-            if response.status_code not in (200, 201, 202, 207):
-                outcome.fail(str(response.status_code), response.text)
-                continue
-            outcome.ids.extend(_batch_ids(response.json()))
+        connection: raw_http.Connection | None = None
+        try:
+            for batch in batches:
+                try:
+                    async with asyncio.timeout(BATCH_TIMEOUT):
+                        if connection is None or connection.closed:  # as httpx's pool would
+                            connection = await raw_http.connect(host, port)
+                        answer = connection.request(prefixes[port] + requests[batch])
+                        status, body = await answer
+                except (OSError, asyncio.IncompleteReadError) as error:  # TimeoutError too
+                    outcome.fail(type(error).__name__, str(error))
+                    if connection is not None:
+                        connection.close()
+                        connection = None
+                    continue
+                if status in (404, 405):
+                    missing = True
+                    return
+                if status not in (200, 201, 202, 207):
+                    outcome.fail(str(status), body.decode(errors="replace"))
+                    continue
+                outcome.ids.extend(_batch_ids(json.loads(body)))
+        finally:
+            if connection is not None:
+                connection.close()
 
     outcome.started = time.monotonic()
-    senders = spread(clients, min(concurrency, -(-count // BATCH_SIZE)))
-    await asyncio.gather(*(worker(http) for http in senders))
+    senders = spread(ports, min(concurrency, len(requests)))
+    await asyncio.gather(*(sender(port) for port in senders))
     outcome.finished = time.monotonic()
     return None if missing else outcome
 

@@ -190,7 +190,7 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
         await server.wait_ready()
         cpu_before = tree_cpu_seconds(server.pids)
         roles_before = _role_cpu(server)
-        # One client per API process, the connections shared evenly among them.
+        # For the status reads that sample latency afterwards; the load has its own client.
         per_api = -(-options.concurrency // len(server.base_urls))
         async with contextlib.AsyncExitStack() as stack:
             clients = [
@@ -203,7 +203,10 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
                     options.idle_rate, load.message,
                 )  # fmt: skip
             elif mode == "batch":
-                batch = await load.post_batches(clients, options.messages, options.concurrency)
+                batch = await load.post_batches(
+                    "127.0.0.1", server.ports, server.api_key, options.messages,
+                    options.concurrency,
+                )  # fmt: skip
                 if batch is None:
                     print("batch endpoint not available", flush=True)
                     return None

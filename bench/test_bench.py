@@ -4,6 +4,7 @@ loopback. Run with ``.venv/bin/pytest bench``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -18,7 +19,7 @@ import aiosmtplib
 import pytest
 
 from bench import __main__ as bench_main
-from bench import instructions, load, preload, raw_http, scenarios
+from bench import instructions, load, preload, procs, raw_http, scenarios
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.layout import SERVE, Layout, parse_layout
@@ -186,8 +187,8 @@ async def test_batch_missing_endpoint_is_reported_as_none() -> None:
         return 404, b'{"title": "Not Found"}'
 
     server, port = await _serve(handler)
-    async with server, load.client(f"http://127.0.0.1:{port}", "k", 4) as http:
-        assert await load.post_batches([http], 1200, 4) is None
+    async with server:
+        assert await load.post_batches("127.0.0.1", [port], "k", 1200, 4) is None
 
 
 def test_spread_deals_targets_in_turn() -> None:
@@ -218,27 +219,196 @@ async def test_post_singles_spreads_connections_over_api_ports() -> None:
     assert len(hosts) == 40 and set(hosts) == {f"127.0.0.1:{port_a}", f"127.0.0.1:{port_b}"}
 
 
-async def test_post_batches_and_paced_spread_over_clients() -> None:
+async def test_post_batches_spread_over_api_ports() -> None:
 
     hosts: list[str] = []
+    bodies: list[dict[str, Any]] = []
 
     def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        assert (method, path, headers["authorization"]) == (
+            "POST",
+            "/v1/messages/batch",
+            "Bearer k",
+        )
         hosts.append(headers["host"])
-        if path == "/v1/messages":
-            return 202, json.dumps({"id": f"msg_{len(hosts)}"}).encode()
-        count = len(json.loads(body)["messages"])
+        bodies.append(json.loads(body))
+        count = len(bodies[-1]["messages"])
         return 202, json.dumps({"data": [{"id": f"msg_{i}"} for i in range(count)]}).encode()
 
     connections: list[int] = []
     first, port_a = await _serve(handler, connections)
     second, port_b = await _serve(handler, connections)
-    clients = [load.client(f"http://127.0.0.1:{p}", "k", 2) for p in (port_a, port_b)]
-    async with first, second, clients[0], clients[1]:
-        outcome = await load.post_batches(clients, 2000, 64)
-        assert outcome is not None and len(outcome.ids) == 2000
+    async with first, second:
+        outcome = await load.post_batches("127.0.0.1", [port_a, port_b], "k", 1600, 64)
+        assert outcome is not None and len(outcome.ids) == 1600 and not outcome.failures
         # Four batches, so four senders: two on each API process.
         assert sorted(connections) == sorted([port_a, port_a, port_b, port_b])
-    assert len(hosts) == 4
+    assert sorted(hosts) == sorted(f"127.0.0.1:{p}" for p in [port_a, port_b] * 2)
+    # Every message once, 500 to a batch, as the load always sent them.
+    messages = [m for body in bodies for m in body["messages"]]
+    assert sorted(len(body["messages"]) for body in bodies) == [100, 500, 500, 500]
+    assert sorted(m["subject"] for m in messages) == sorted(f"bench {i}" for i in range(1600))
+    assert messages[0] == load.message(int(messages[0]["subject"].split()[1]))
+
+
+async def test_post_batches_counts_failed_batches_and_goes_on() -> None:
+    seen: list[int] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
+        seen.append(len(json.loads(body)["messages"]))
+        if len(seen) == 2:
+            return 503, b'{"title": "busy"}'
+        return 207, json.dumps({"results": [{"id": f"m{i}"} for i in range(seen[-1])]}).encode()
+
+    server, port = await _serve(handler)
+    async with server:
+        outcome = await load.post_batches("127.0.0.1", [port], "k", 1500, 1)
+    assert outcome is not None and len(seen) == 3
+    assert len(outcome.ids) == 1000 and outcome.failures == {"503": 1}
+    assert "busy" in outcome.first_failure
+
+
+class _Transport(asyncio.Transport):
+    """Records what a protocol writes; closing it ends the connection at once."""
+
+    def __init__(self, protocol: asyncio.Protocol) -> None:
+        super().__init__()
+        self.protocol = protocol
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.written.append(bytes(data))
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.protocol.connection_lost(None)
+
+
+async def test_pipeline_reads_responses_split_across_reads() -> None:
+    outcome = load.LoadOutcome()
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pipeline = raw_http.Pipeline(b"P:", [b"r0", b"r1", b"r2"], iter(range(3)),
+                                 raw_http.single_answer(outcome), outcome, done)  # fmt: skip
+    transport = _Transport(pipeline)
+    pipeline.connection_made(transport)
+    assert transport.written == [b"P:r0"]
+    # One byte per read; headers in capitals, the length not the last of them.
+    body = b'{"id":"msg_a","status":"queued"}'
+    first = b"HTTP/1.1 202 Accepted\r\nCONTENT-LENGTH: %d\r\nX-A: b\r\n\r\n%s" % (len(body), body)
+    for at in range(len(first)):
+        assert transport.written == [b"P:r0"]
+        pipeline.data_received(first[at : at + 1])
+    assert outcome.ids == ["msg_a"] and transport.written == [b"P:r0", b"P:r1"]
+    # Head and body in two reads, spaced JSON (not the compact one Kirim writes).
+    body = b'{"id": "msg_b", "status": "queued"}'
+    pipeline.data_received(b"HTTP/1.1 202 Accepted\r\ncontent-length: %d\r\n\r\n" % len(body))
+    pipeline.data_received(body)
+    assert outcome.ids == ["msg_a", "msg_b"] and transport.written[-1] == b"P:r2"
+    # A non-202 is a failure with its body; then nothing is left, so the connection closes.
+    pipeline.data_received(b'HTTP/1.1 422 Unprocessable\r\ncontent-length: 16\r\n\r\n{"title": ')
+    assert not done.done()
+    pipeline.data_received(b'"bad"}')
+    assert outcome.failures == {"422": 1} and outcome.first_failure == '422: {"title": "bad"}'
+    assert done.done() and transport.closed and len(transport.written) == 3
+
+
+def test_message_id_of_compact_and_other_202_bodies() -> None:
+    assert raw_http.message_id(b'{"id":"msg_1","status":"queued"}') == "msg_1"
+    assert raw_http.message_id(b'{"id": "msg_2", "status": "queued"}') == "msg_2"
+    assert raw_http.message_id(b'{"status":"queued","id":"msg_3"}') == "msg_3"
+    assert raw_http.message_id(b'{"id":"a\\"b","x":1}') == 'a"b'
+    assert raw_http.message_id(b'{"id":"caf\\u00e9"}') == "caf\u00e9"
+    with pytest.raises(KeyError):
+        raw_http.message_id(b'{"status":"queued"}')
+
+
+async def _serve_raw(respond: Any) -> tuple[asyncio.Server, int, list[int]]:
+    """A keep-alive server that reads whole requests and leaves the answer to ``respond``
+    (number of the request, 1-based; its body; the writer), which returns False to close.
+    Also returns the list of request numbers by connection order of their connection."""
+    served = [0]
+    connections: list[int] = []
+
+    async def connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(1)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                body = await reader.readexactly(length)
+                served[0] += 1
+                if not await respond(served[0], body, writer):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(connection, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1], connections
+
+
+def _response(status: int, payload: dict[str, Any]) -> bytes:
+    body = json.dumps(payload).encode()
+    return b"HTTP/1.1 %d X\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body)
+
+
+async def test_post_singles_counts_a_connection_closed_mid_response() -> None:
+    async def respond(number: int, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        response = _response(202, {"id": f"msg_{number}", "status": "queued"})
+        if number == 3:  # part of the body, then the connection closes
+            writer.write(response[:-5])
+            await writer.drain()
+            return False
+        for at in range(0, len(response), 7):  # in pieces, which may arrive apart
+            writer.write(response[at : at + 7])
+            await writer.drain()
+        return True
+
+    server, port, connections = await _serve_raw(respond)
+    async with server:
+        outcome = await raw_http.post_singles("127.0.0.1", [port], "k", 10, 2, load.message)
+    # The other connection takes every message left: each one was sent once.
+    assert len(connections) == 2 and len(outcome.ids) == 9 and "msg_3" not in outcome.ids
+    assert outcome.failures == {"IncompleteReadError": 1}
+    assert "expected bytes" in outcome.first_failure
+    assert outcome.started <= outcome.finished
+
+
+async def test_post_singles_counts_refused_connections_and_202_without_id() -> None:
+    closed_port = free_port()  # nothing listens there
+    outcome = await raw_http.post_singles("127.0.0.1", [closed_port], "k", 5, 2, load.message)
+    assert outcome.failures == {"ConnectionRefusedError": 2} and not outcome.ids
+
+    async def respond(number: int, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        payload: dict[str, Any] = {"status": "queued"} if number == 2 else {"id": f"m{number}"}
+        writer.write(_response(202, payload))
+        return True
+
+    server, port, _ = await _serve_raw(respond)
+    async with server:
+        outcome = await raw_http.post_singles("127.0.0.1", [port], "k", 4, 1, load.message)
+    assert outcome.ids == ["m1", "m3", "m4"] and outcome.failures == {"202 without an id": 1}
+
+
+async def test_post_batches_goes_on_after_a_connection_closed_mid_response() -> None:
+    async def respond(number: int, body: bytes, writer: asyncio.StreamWriter) -> bool:
+        count = len(json.loads(body)["messages"])
+        response = _response(202, {"data": [{"id": f"m{number}_{i}"} for i in range(count)]})
+        if number == 1:
+            writer.write(response[: len(response) // 2])
+            await writer.drain()
+            return False
+        writer.write(response)
+        return True
+
+    server, port, connections = await _serve_raw(respond)
+    async with server:
+        outcome = await load.post_batches("127.0.0.1", [port], "k", 1200, 1)
+    # The first batch is lost with its connection; the sender goes on with a new one.
+    assert outcome is not None and outcome.failures == {"IncompleteReadError": 1}
+    assert len(outcome.ids) == 700 and len(connections) == 2
 
 
 async def test_post_paced_keeps_its_pace_and_spreads_over_api_ports() -> None:
@@ -332,6 +502,60 @@ def test_tree_measures_add_up_over_several_roots() -> None:
         for sleeper in sleepers:
             sleeper.kill()
             sleeper.wait()
+
+
+TREE = """
+import os, subprocess, sys, threading, time
+sleep = [sys.executable, "-c", "import time; time.sleep(60)"]
+forks = "import subprocess, sys, time\\np = subprocess.Popen(%r)\\nprint(p.pid, flush=True)\\n"
+forker = subprocess.Popen([*sleep[:2], forks % (sleep,) + "time.sleep(60)"],
+                          stdout=subprocess.PIPE)
+grandchild = int(forker.stdout.readline())
+threaded = []
+started = threading.Event()
+def spawn():  # a child of another thread than the main one
+    threaded.append(subprocess.Popen(sleep).pid)
+    started.set()
+    time.sleep(60)
+threading.Thread(target=spawn, daemon=True).start()
+started.wait()
+zombie = subprocess.Popen(["true"])
+os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped
+print(forker.pid, grandchild, threaded[0], zombie.pid, flush=True)
+time.sleep(60)
+"""
+
+
+def test_tree_walk_by_children_files_matches_the_walk_of_all_of_proc(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert procs.CHILDREN_FILES  # this kernel has them; else tree_pids falls back
+    root = subprocess.Popen([sys.executable, "-c", TREE], stdout=subprocess.PIPE)
+    try:
+        assert root.stdout is not None
+        # Printed once every process of the tree is up (and the zombie has exited).
+        members = [root.pid, *map(int, root.stdout.readline().split())]
+        assert len(members) == 5
+        walked = tree_pids(root.pid)
+        assert walked[0] == root.pid and sorted(walked) == sorted(members)
+        assert sorted(procs.tree_pids_by_parents(root.pid)) == sorted(members)
+        other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        try:
+            roots = [other.pid, root.pid, 2**22 + 1]  # the last one is gone
+            walked = tree_pids(roots)
+            assert walked[0] == other.pid and walked[1] == root.pid
+            assert sorted(walked) == sorted(procs.tree_pids_by_parents(roots))
+            monkeypatch.setattr(procs, "CHILDREN_FILES", False)
+            assert sorted(tree_pids(roots)) == sorted(walked)
+        finally:
+            other.kill()
+            other.wait()
+    finally:
+        for pid in members[1:]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        root.kill()
+        root.wait()
 
 
 def test_sent_time_falls_back_to_events() -> None:
