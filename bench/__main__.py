@@ -44,7 +44,8 @@ Each row is a separate run on loopback (127.0.0.1) with a fresh receiving server
 `smtp-sink`, whose running counter (`-c`) timestamps every message it receives. Both systems
 relay every message to it; neither the load generator nor the sink is counted as cost.
 Both share the two cores with the system measured, so both are kept lean: the load
-generator (this command's own process) runs on uvloop and samples memory twice a second.
+generator (this command's own process) runs on uvloop, builds every request before the clock
+starts, and samples memory twice a second, walking only the measured process tree.
 
 - **postfix throughput**: a private Postfix instance (own `main.cf`/`master.cf`, queue and log
   in a temp dir, loopback only, `relayhost` = the sink, concurrency and process limits at
@@ -54,7 +55,8 @@ generator (this command's own process) runs on uvloop and samples memory twice a
   one `POST /v1/messages` per message from keep-alive HTTP/1.1 connections (a lean client
   writing prepared requests, `bench/raw_http.py`: a general-purpose Python client costs
   about as much CPU per request as the server).
-- **kirim batch**: the same through `POST /v1/messages/batch`, 500 messages per request.
+- **kirim batch**: the same through `POST /v1/messages/batch`, 500 messages per request,
+  from the same lean client.
 - **layout** (`--layout NxM`, PostgreSQL only; the mode then reads e.g. "single, 2 API + 2
   worker"): instead of `kirim serve`, N `kirim serve --no-workers` API processes on ports of
   their own and M `kirim worker` processes, all on the same database. The load's keep-alive

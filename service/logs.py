@@ -52,14 +52,12 @@ _TRIGGER_WORDS = (
 )  # fmt: skip
 
 
-# The same words as a case-sensitive pattern, for lowered ASCII text: one scan of the text
-# instead of one per word, and without IGNORECASE (which makes a search ten times slower).
-_TRIGGER_LOWER = re.compile("|".join(re.escape(word) for word in _TRIGGER_WORDS))
-
-
 def _may_hold_secret(text: str) -> bool:
     if text.isascii():
-        return _TRIGGER_LOWER.search(text.lower()) is not None
+        lowered = text.lower()
+        # A substring search per word beats one regex alternation by far: the regex tries
+        # the words at almost every position, and this runs once per delivery line.
+        return any(word in lowered for word in _TRIGGER_WORDS)
     # Unicode case-insensitive matching knows more equivalences than lower() (long s,
     # Kelvin sign, dotless i), so text that is not ASCII takes the regex.
     return _TRIGGER.search(text) is not None
@@ -116,14 +114,20 @@ _PLAIN = (int, float, bool, type(None))  # a tuple: isinstance with a union is s
 
 def redact_fields(fields: dict[str, Any]) -> bool:
     """Redact the values of log-line fields (a record's ``extra=``) in place; True if any."""
-    extras = [(name, value) for name, value in fields.items() if not isinstance(value, _PLAIN)]
     # One search over every string field (a delivery line has a dozen); only a line that
     # holds a trigger word is redacted field by field.
-    joined = "\x00".join(v if isinstance(v, str) else repr(v) for _, v in extras)
-    if not _may_hold_secret(joined):
+    texts: list[str] = []
+    for value in fields.values():
+        if type(value) is str:
+            texts.append(value)
+        elif not isinstance(value, _PLAIN):
+            texts.append(repr(value))
+    if not _may_hold_secret("\x00".join(texts)):
         return False
     changed = False
-    for name, value in extras:
+    for name, value in list(fields.items()):
+        if isinstance(value, _PLAIN):
+            continue
         if isinstance(value, str):
             cleaned = redact(value)
         else:
