@@ -159,10 +159,13 @@ def _run_api(
         access_log=False,
         log_config=None,  # uvicorn's lines go through our handler, in our format
         timeout_graceful_shutdown=30,
-        # Longer than common proxy idle timeouts (60 s), so the server is never the side
-        # that closes an idle keep-alive connection just as a client reuses it.
-        timeout_keep_alive=75,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
     )
+
+
+# Longer than common proxy idle timeouts (60 s), so the server is never the side that
+# closes an idle keep-alive connection just as a client reuses it.
+KEEP_ALIVE_SECONDS = 75
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import httpx
 import uvicorn
 
 from service.api.app import create_app
+from service.cli import KEEP_ALIVE_SECONDS
 from service.db.engine import Database
 from service.db.keys import create_key
 from service.delivery.transport import Transport
@@ -85,7 +86,15 @@ async def live_app(
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False)
+    # Keep-alive as `kirim serve` has it: with uvicorn's default of 5 s, a request sent on
+    # a connection left idle while a test waits can meet the server closing it (ReadError).
+    config = uvicorn.Config(
+        app,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,
+        timeout_keep_alive=KEEP_ALIVE_SECONDS,
+    )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     deadline = time.monotonic() + 10
