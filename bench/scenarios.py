@@ -4,7 +4,6 @@ and stops everything it started, also when interrupted."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -21,6 +20,7 @@ from bench.report import Result, percentile
 from bench.sink import Sink
 
 MB = 1024 * 1024
+STATUS_READERS = 16  # concurrent GETs that sample latency after a run
 
 
 @dataclass
@@ -190,39 +190,35 @@ async def kirim_run(options: Options, mode: str, seed: SeedDatabase | None = Non
         await server.wait_ready()
         cpu_before = tree_cpu_seconds(server.pids)
         roles_before = _role_cpu(server)
-        # For the status reads that sample latency afterwards; the load has its own client.
-        per_api = -(-options.concurrency // len(server.base_urls))
-        async with contextlib.AsyncExitStack() as stack:
-            clients = [
-                await stack.enter_async_context(load.client(url, server.api_key, per_api))
-                for url in server.base_urls
-            ]
-            if mode == "idle":
-                starts, outcome = await raw_http.post_paced(
-                    "127.0.0.1", server.ports, server.api_key, options.idle_messages,
-                    options.idle_rate, load.message,
-                )  # fmt: skip
-            elif mode == "batch":
-                batch = await load.post_batches(
-                    "127.0.0.1", server.ports, server.api_key, options.messages,
-                    options.concurrency,
-                )  # fmt: skip
-                if batch is None:
-                    print("batch endpoint not available", flush=True)
-                    return None
-                outcome = batch
-            else:
-                outcome = await raw_http.post_singles(
-                    "127.0.0.1", server.ports, server.api_key, options.messages,
-                    options.concurrency, load.message,
-                )  # fmt: skip
-            expected = len(outcome.ids)
-            await sink.wait_for(expected, options.delivery_deadline(expected))
-            cpu = await wait_quiet(server.pids) - cpu_before
-            roles = [after - before for after, before in zip(_role_cpu(server), roles_before,
-                                                             strict=True)]  # fmt: skip
-            quiet = time.monotonic()
-            api = await load.api_latencies(clients[0], outcome.ids, options.latency_sample, 16)
+        if mode == "idle":
+            starts, outcome = await raw_http.post_paced(
+                "127.0.0.1", server.ports, server.api_key, options.idle_messages,
+                options.idle_rate, load.message,
+            )  # fmt: skip
+        elif mode == "batch":
+            batch = await load.post_batches(
+                "127.0.0.1", server.ports, server.api_key, options.messages,
+                options.concurrency,
+            )  # fmt: skip
+            if batch is None:
+                print("batch endpoint not available", flush=True)
+                return None
+            outcome = batch
+        else:
+            outcome = await raw_http.post_singles(
+                "127.0.0.1", server.ports, server.api_key, options.messages,
+                options.concurrency, load.message,
+            )  # fmt: skip
+        expected = len(outcome.ids)
+        await sink.wait_for(expected, options.delivery_deadline(expected))
+        cpu = await wait_quiet(server.pids) - cpu_before
+        roles = [after - before for after, before in zip(_role_cpu(server), roles_before,
+                                                         strict=True)]  # fmt: skip
+        quiet = time.monotonic()
+        async with load.client(server.base_urls[0], server.api_key, STATUS_READERS) as http:
+            api = await load.api_latencies(
+                http, outcome.ids, options.latency_sample, STATUS_READERS
+            )
         whole = await memory.stop()
         peak = memory.peak_between(outcome.started, quiet)
         latencies = _arrival_latencies(starts, sink.arrivals) if mode == "idle" else api

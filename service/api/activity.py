@@ -12,6 +12,13 @@ class ApiActivity:
         self.in_progress = 0
         self.quiet_since = time.monotonic()
 
+    def started(self) -> None:
+        self.in_progress += 1
+
+    def ended(self) -> None:
+        self.in_progress -= 1
+        self.quiet_since = time.monotonic()
+
     def idle_for(self, seconds: float) -> bool:
         """No request in progress, and none ended within ``seconds``."""
         return self.in_progress == 0 and time.monotonic() - self.quiet_since >= seconds
@@ -28,10 +35,8 @@ class TrackActivity:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        activity = self.activity
-        activity.in_progress += 1
+        self.activity.started()
         try:
             await self.app(scope, receive, send)
         finally:
-            activity.in_progress -= 1
-            activity.quiet_since = time.monotonic()
+            self.activity.ended()

@@ -18,7 +18,6 @@ and JSON depth checks (by passing on), the trace context and the API's activity 
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -76,7 +75,7 @@ class SendFastLane:
             return
         activity = self.activity
         if activity is not None:
-            activity.in_progress += 1
+            activity.started()
         token = tracing.enter_request(scope["headers"])
         try:
             response = await _answer(scope, body)
@@ -84,14 +83,11 @@ class SendFastLane:
         finally:
             tracing.leave_request(token)
             if activity is not None:
-                activity.in_progress -= 1
-                activity.quiet_since = time.monotonic()
+                activity.ended()
 
     def _parse(self, scope: Scope, message: Message) -> SendRequest | None:
         """The body as the route would see it, or None to leave the request to the stack
         (which also answers whatever the body limits refuse)."""
-        if message["type"] != "http.request" or message.get("more_body", False):
-            return None
         raw = message.get("body", b"")
         if len(raw) > self.max_body_bytes or json_too_complex(raw, self.max_json_depth):
             return None
