@@ -19,7 +19,7 @@ import aiosmtplib
 import pytest
 
 from bench import __main__ as bench_main
-from bench import instructions, load, preload, procs, raw_http, scenarios
+from bench import far_upstream, instructions, load, preload, procs, raw_http, scenarios
 from bench.install import find_tool
 from bench.kirim import DEFAULT_POSTGRES_ADMIN_URL, KirimServer, SeedDatabase
 from bench.layout import SERVE, Layout, parse_layout
@@ -839,3 +839,10 @@ def test_instructions_per_message_cancel_start_and_stop(tmp_path: Path) -> None:
     (tmp_path / "empty.out").write_text("events: Ir\n")
     with pytest.raises(RuntimeError):
         instructions.instructions(tmp_path / "empty.out")
+
+
+async def test_far_upstream_delivers_every_message_both_ways() -> None:
+    # A correctness check of the benchmark itself (rates are printed, never asserted).
+    for kind in (far_upstream.SmtpTransport, far_upstream.WaitForDot):
+        rate = await far_upstream._run(kind, delay=0.002, messages=40, pool=4)
+        assert rate > 0

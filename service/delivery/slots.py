@@ -13,6 +13,7 @@ import heapq
 import itertools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 
 class PrioritySlots:
@@ -58,3 +59,22 @@ class PrioritySlots:
                 fut.set_result(None)
                 return
         self._free += 1
+
+
+class Releasable(Protocol):
+    def release(self) -> None: ...
+
+
+class ReleaseOnce:
+    """One slot taken from ``slots``, given back once: when the send hands its session on
+    (and waits only for a reply), or when it ends, whichever comes first."""
+
+    __slots__ = ("_slots",)
+
+    def __init__(self, slots: Releasable) -> None:
+        self._slots: Releasable | None = slots
+
+    def release(self) -> None:
+        slots, self._slots = self._slots, None
+        if slots is not None:
+            slots.release()

@@ -9,6 +9,12 @@ Usage::
 Up to ``pool_size`` sessions run at once; a session is reused for the next transaction
 (with PIPELINING where the upstream offers it, see ``smtp_transaction``). A session
 that broke, or sat idle longer than ``idle_timeout``, is closed instead of reused.
+
+With PIPELINING a session goes back to the pool as soon as a message's body is written:
+the next transaction then follows the final dot in the same write, while the send before
+it waits for the dot's reply. ``Outgoing.on_handoff`` tells the caller when that happens,
+so that it can start its next send (a session is busy again at once, instead of idle for
+a round trip per message).
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ import logging
 import ssl
 import time
 from collections import deque
+from collections.abc import Callable
 
 import aiosmtplib
 
+from service.delivery.slots import ReleaseOnce
 from service.delivery.smtp_reply import local_reply
 from service.delivery.smtp_session import Session, SessionError, build_tls_context, open_session
 from service.delivery.smtp_transaction import Envelope, Progress, SessionBroken, run_transactions
@@ -63,8 +71,12 @@ class SmtpTransport:
         recipients = list(dict.fromkeys(job.recipients))
         extra: dict[str, str] = {}
         if recipients:
-            async with self._slots:
-                await self._deliver(progress, recipients, extra)
+            await self._slots.acquire()
+            slot = ReleaseOnce(self._slots)
+            try:
+                await self._deliver(progress, recipients, extra, slot, job.on_handoff)
+            finally:
+                slot.release()
         results = tuple(progress.results[r] for r in recipients)
         return SendResult(results, time.monotonic() - started, progress.reached, extra)
 
@@ -76,7 +88,12 @@ class SmtpTransport:
         await asyncio.gather(*(s.close() for s in idle), return_exceptions=True)
 
     async def _deliver(
-        self, progress: Progress, recipients: list[str], extra: dict[str, str]
+        self,
+        progress: Progress,
+        recipients: list[str],
+        extra: dict[str, str],
+        slot: ReleaseOnce,
+        on_handoff: Callable[[], None] | None,
     ) -> None:
         force_new = False
         while True:
@@ -90,8 +107,10 @@ class SmtpTransport:
             extra["connection"] = "reused" if reused else "new"
             if session.tls_version:
                 extra["tls"] = session.tls_version
+            handed: list[bool] = []
             try:
-                await self._send_on(session, progress, recipients, reused)
+                handoff = self._handoff(session, slot, on_handoff, handed)
+                await self._send_on(session, progress, recipients, reused, handoff)
             except SessionBroken as exc:
                 await session.close(quit_timeout=0)
                 if exc.no_reply_at_first_mail and reused and not progress.results:
@@ -106,11 +125,36 @@ class SmtpTransport:
                 # unknown state back into the pool.
                 session.wire.close()
                 raise
-            self._checkin(session)
+            if not handed:
+                self._checkin(session)
             return
 
+    def _handoff(
+        self,
+        session: Session,
+        slot: ReleaseOnce,
+        on_handoff: Callable[[], None] | None,
+        handed: list[bool],
+    ) -> Callable[[], None]:
+        """Back to the pool while this send waits for its dot's reply (see the module)."""
+
+        def handoff() -> None:
+            if not handed:
+                handed.append(True)
+                self._checkin(session)
+                slot.release()
+                if on_handoff is not None:
+                    on_handoff()
+
+        return handoff
+
     async def _send_on(
-        self, session: Session, progress: Progress, recipients: list[str], reused: bool
+        self,
+        session: Session,
+        progress: Progress,
+        recipients: list[str],
+        reused: bool,
+        handoff: Callable[[], None],
     ) -> None:
         envelope = self._envelope(session.smtp, progress, recipients)
         pending = progress.undecided(recipients)
@@ -123,6 +167,7 @@ class SmtpTransport:
                 self.timeouts,
                 self.max_rcpt,
                 reused=reused,
+                handoff=handoff if envelope.pipelining else None,
             )
             session.transactions += 1
 

@@ -5,13 +5,16 @@ RCPT means "send the rest in another transaction"; a reply to MAIL, DATA or the 
 covers the whole transaction; losing the connection after the final dot leaves the
 outcome unknown (RFC 1047), which is reported, never guessed. Where the upstream offers
 PIPELINING (RFC 2920), MAIL, every RCPT and DATA go out in one write and their replies are
-read in order afterwards: one round trip instead of two plus one per recipient.
+read in order afterwards: one round trip instead of two plus one per recipient. There, the
+session is also handed on (``handoff``) as the body goes out: the next transaction's
+MAIL, RCPT and DATA follow the final dot in the same write, and its replies are read after
+the dot's (the message content may start a group, RFC 2920 §3.1).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from aiosmtplib.email import parse_address
@@ -90,16 +93,26 @@ async def run_transactions(
     max_rcpt: int,
     *,
     reused: bool,
+    handoff: Callable[[], None] | None = None,
 ) -> None:
     """Send to ``pending`` in as many transactions as needed; raise ``SessionBroken``.
 
-    Each transaction decides at least one recipient, so the loop ends.
+    Each transaction decides at least one recipient, so the loop ends. ``handoff``, if
+    given, is called once the session can take the next transaction (the last one here
+    wrote its body and waits only for the reply to its dot); it may never be called.
     """
     first = True
     while pending:
         batch = pending[:max_rcpt]
         deferred = await _transaction(
-            wire, progress, pending, batch, envelope, timeouts, first_on_reused=first and reused
+            wire,
+            progress,
+            pending,
+            batch,
+            envelope,
+            timeouts,
+            first_on_reused=first and reused,
+            handoff=handoff if len(pending) <= max_rcpt else None,
         )
         first = False
         pending = deferred + progress.undecided(pending[len(batch) :])
@@ -114,6 +127,7 @@ async def _transaction(
     timeouts: SmtpTimeouts,
     *,
     first_on_reused: bool,
+    handoff: Callable[[], None] | None,
 ) -> list[str]:
     """One MAIL..dot; returns the recipients refused with "too many recipients"."""
     job = progress.job
@@ -134,7 +148,9 @@ async def _transaction(
     if not rcpts:
         return []
     if envelope.pipelining:
-        return await _pipelined(wire, progress, pending, mail, rcpts, timeouts, first_on_reused)
+        return await _pipelined(
+            wire, progress, pending, mail, rcpts, timeouts, first_on_reused, handoff
+        )
 
     wire.write(mail)
     code, text = await _reply(wire, Stage.MAIL, timeouts.mail, first_on_reused)
@@ -164,6 +180,7 @@ async def _pipelined(
     rcpts: list[tuple[str, bytes]],
     timeouts: SmtpTimeouts,
     first_on_reused: bool,
+    handoff: Callable[[], None] | None,
 ) -> list[str]:
     """RFC 2920: MAIL, the RCPTs and DATA in one write, then every reply in order."""
     wire.write(b"".join([mail, *(c for _, c in rcpts), b"DATA\r\n"]))
@@ -194,7 +211,15 @@ async def _pipelined(
             if mail_taken:
                 await _reset(wire, timeouts, Stage.DATA)
         return []
-    await _after_data_reply(wire, progress, accepted, timeouts, data_code, data_text)
+    await _after_data_reply(
+        wire,
+        progress,
+        accepted,
+        timeouts,
+        data_code,
+        data_text,
+        None if too_many else handoff,  # the deferred recipients need this session next
+    )
     return [rcpt for rcpt, _, _ in too_many]
 
 
@@ -247,6 +272,7 @@ async def _after_data_reply(
     timeouts: SmtpTimeouts,
     code: int,
     text: str,
+    handoff: Callable[[], None] | None = None,
 ) -> None:
     progress.reach(Stage.DATA)
     if code != 354:
@@ -255,7 +281,7 @@ async def _after_data_reply(
         await _reset(wire, timeouts, Stage.DATA)
         return
 
-    await _send_body(wire, progress.job.data, timeouts)
+    await _send_body(wire, progress.job.data, timeouts, handoff)
     # From here on the upstream may hold the message: silence is not a failure.
     progress.reach(Stage.DOT)
     try:
@@ -284,11 +310,16 @@ async def _after_data_reply(
         raise SessionBroken(Stage.DOT, reply)
 
 
-async def _send_body(wire: Wire, data: bytes, timeouts: SmtpTimeouts) -> None:
+async def _send_body(
+    wire: Wire, data: bytes, timeouts: SmtpTimeouts, handoff: Callable[[], None] | None
+) -> None:
     """Write the body block by block, waiting for each to leave, then the final dot.
 
     Waiting per block gives the RFC's data-block timeout, and it means that a connection
-    lost while the body is still going out is known to have happened before the dot.
+    lost while the body is still going out is known to have happened before the dot. With
+    the last block written, ``handoff`` lets the next transaction start; that block is
+    gathered, so the next transaction's commands, written before this step of the loop
+    ends, leave in the same segment.
     """
     payload = wire_payload(data)
     last = max(0, (len(payload) - 1) // _BLOCK * _BLOCK)
@@ -296,7 +327,13 @@ async def _send_body(wire: Wire, data: bytes, timeouts: SmtpTimeouts) -> None:
         for start in range(0, last, _BLOCK):
             wire.write(payload[start : start + _BLOCK])
             await wire.drain(timeouts.data_block)
-        wire.write(payload[last:] + b".\r\n")
+        if handoff is None:
+            wire.write(payload[last:] + b".\r\n")
+        else:
+            # Handed on first: the next transaction's task is then woken before the
+            # gathered write is flushed, and writes its commands in time to join it.
+            handoff()
+            wire.write(payload[last:] + b".\r\n", gather=True)
     except WireTimeout:
         wire.close()
         text = f"upstream stopped reading the message for {timeouts.data_block:g}s"

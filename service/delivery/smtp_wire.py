@@ -5,6 +5,12 @@ on this protocol, which takes over the same transport. It exists for two reasons
 every reply that arrives, so commands can be pipelined (RFC 2920) — aiosmtplib drops data
 that arrives while no command is waiting and parses only one reply per read — and a reply
 costs one future and one timer instead of a lock, a regex and ``asyncio.wait_for``.
+
+Replies go to their readers in the order the readers asked, so a transaction can start on
+a session while the one before it still waits for the reply to its final dot (its reader
+asked first, so it gets the first reply). A write may be gathered (``gather=True``): it
+leaves at the end of the loop's current step, together with whatever else is written to
+the session in that step, in one segment.
 """
 
 from __future__ import annotations
@@ -40,8 +46,9 @@ class Wire(asyncio.Protocol):
         self._buffer = bytearray()
         self._replies: deque[tuple[int, str]] = deque()
         self._failure: WireError | None = None
-        self._waiter: asyncio.Future[None] | None = None
+        self._readers: deque[asyncio.Future[tuple[int, str]]] = deque()
         self._writable: asyncio.Future[None] | None = None
+        self._gathered: list[bytes] = []
 
     @classmethod
     def adopt(cls, transport: asyncio.BaseTransport) -> Wire:
@@ -58,31 +65,48 @@ class Wire(asyncio.Protocol):
             and not self._transport.is_closing()
         )
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes, *, gather: bool = False) -> None:
         if not self.connected:
             raise self._error()
-        assert self._transport is not None
-        self._transport.write(data)
+        if self._gathered:
+            self._gathered.append(data)
+        elif gather:
+            self._gathered.append(data)
+            self._loop.call_soon(self.flush)
+        else:
+            assert self._transport is not None
+            self._transport.write(data)
+
+    def flush(self) -> None:
+        """Write what was gathered (it leaves by itself at the end of the loop's step)."""
+        if not self._gathered:
+            return
+        data = b"".join(self._gathered)
+        self._gathered.clear()
+        if self.connected:
+            assert self._transport is not None
+            self._transport.write(data)
 
     async def reply(self, limit: float) -> tuple[int, str]:
         """The next reply: its code and its text (lines joined by newlines)."""
-        if not self._replies:
+        if not self._readers:
+            if self._replies:
+                return self._replies.popleft()
             if self._failure is not None:
                 raise self._failure
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            timer = self._loop.call_later(limit, self._expire, waiter, limit)
-            try:
-                await waiter
-            finally:
-                timer.cancel()
-                self._waiter = None
-            if not self._replies:
-                raise self._error()
-        return self._replies.popleft()
+        reader: asyncio.Future[tuple[int, str]] = self._loop.create_future()
+        self._readers.append(reader)
+        timer = self._loop.call_later(limit, self._expire, reader, limit)
+        try:
+            return await reader
+        finally:
+            timer.cancel()
+            if reader in self._readers:  # timed out or cancelled before its reply
+                self._readers.remove(reader)
 
     async def drain(self, limit: float) -> None:
         """Wait until the transport's write buffer is below its high-water mark."""
+        self.flush()
         writable = self._writable
         if writable is None:
             if self._failure is not None:
@@ -101,6 +125,7 @@ class Wire(asyncio.Protocol):
         return self._failure or WireLost("connection closed")
 
     def close(self) -> None:
+        self.flush()  # what was written before the close still goes out
         if self._transport is not None:
             self._transport.close()
         self._fail(WireLost("connection closed"))
@@ -118,8 +143,7 @@ class Wire(asyncio.Protocol):
             if self._transport is not None:
                 self._transport.close()
             return
-        if self._replies:
-            self._wake()
+        self._wake()
 
     def eof_received(self) -> bool:
         self._fail(WireLost("connection closed by the peer"))
@@ -174,13 +198,22 @@ class Wire(asyncio.Protocol):
                 return
 
     def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        """Hand the replies to their readers in order; past the replies, the failure."""
+        readers = self._readers
+        while readers and self._replies:
+            reader = readers.popleft()
+            if not reader.done():
+                reader.set_result(self._replies.popleft())
+        failure = self._failure
+        if failure is not None:
+            while readers:
+                reader = readers.popleft()
+                if not reader.done():
+                    reader.set_exception(failure)
 
-    def _expire(self, waiter: asyncio.Future[None], limit: float) -> None:
-        if not waiter.done():
-            waiter.set_exception(WireTimeout(f"no reply within {limit:g}s"))
+    def _expire(self, reader: asyncio.Future[tuple[int, str]], limit: float) -> None:
+        if not reader.done():
+            reader.set_exception(WireTimeout(f"no reply within {limit:g}s"))
 
     def _fail(self, failure: WireError) -> None:
         if self._failure is None:

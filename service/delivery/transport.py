@@ -8,7 +8,7 @@ recipient's state (see ``service.delivery.decide``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
@@ -60,6 +60,9 @@ class Outgoing:
     # Hints for the upstream (RFC 6531 / RFC 6152).
     smtputf8: bool = False
     eight_bit: bool = False
+    # Called (at most once, before the result) when the transport can take the next send
+    # although this one still waits for the upstream's last reply.
+    on_handoff: Callable[[], None] | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,7 @@ from service.bounces.return_path import make_return_path
 from service.db import queue
 from service.db.engine import Database, DatabaseUnavailable
 from service.delivery.decide import decide, expire
-from service.delivery.slots import PrioritySlots
+from service.delivery.slots import PrioritySlots, ReleaseOnce
 from service.delivery.transport import (
     Outcome,
     Outgoing,
@@ -247,6 +247,7 @@ class Worker:
             # Plain acquire and release rather than a context manager: this runs once per
             # message, and the context-manager machinery cost more than the slot itself.
             await self._slots.acquire(min(c.priority for c in live))
+            slot = ReleaseOnce(self._slots)
             try:
                 # A drain may have released these claims while this job waited for a slot.
                 live = [c for c in live if c.id in pending and not self._draining]
@@ -255,13 +256,18 @@ class Worker:
                     # A signed envelope sender per recipient names it in any bounce, at the
                     # cost of one transaction each (MAIL FROM is per transaction).
                     for one in await asyncio.gather(
-                        *(self._attempt(token, body, [c], self._return_path(body, c)) for c in live)
+                        *(
+                            self._attempt(token, body, [c], mail_from=self._return_path(body, c))
+                            for c in live
+                        )
                     ):
                         settlements += one
                 elif live:
-                    settlements += await self._attempt(token, body, live)
+                    # The slot passes to the next message as soon as the transport can take
+                    # it, while this one waits for the reply to its final dot.
+                    settlements += await self._attempt(token, body, live, slot.release)
             finally:
-                self._slots.release()
+                slot.release()
         await self._settler.submit(settlements)
         record.settled(settlements, body)
         before = self.inflight
@@ -283,6 +289,7 @@ class Worker:
         token: str,
         body: queue.MessageBody,
         live: list[queue.Claimed],
+        on_handoff: Callable[[], None] | None = None,
         mail_from: str | None = None,
     ) -> list[queue.Settlement]:
         """One SMTP delivery of ``body`` to ``live``; a settlement per recipient."""
@@ -291,6 +298,7 @@ class Worker:
             recipients=[c.email for c in live],
             data=body.mime,
             smtputf8=body.smtputf8,
+            on_handoff=on_handoff,
         )
         started = self.clock()
         try:
