@@ -19,32 +19,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from collections.abc import Callable
 
-from service.delivery.slots import ReleaseOnce
 from service.delivery.smtp import SmtpTransport
-from service.delivery.smtp_session import Session
 from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts
 from service.delivery.transport import Outcome, Outgoing
 
 BODY = b"From: a@far.test\r\nTo: b@far.test\r\nSubject: far\r\n\r\nHello.\r\n"
-
-
-class WaitForDot(SmtpTransport):
-    """The transport without the handoff: each session waits for its dot's reply."""
-
-    def _handoff(
-        self,
-        session: Session,
-        slot: ReleaseOnce,
-        on_handoff: Callable[[], None] | None,
-        handed: list[bool],
-    ) -> Callable[[], None]:
-        return _nothing
-
-
-def _nothing() -> None:
-    return None
 
 
 async def _late_server(delay: float) -> asyncio.Server:
@@ -75,11 +55,11 @@ async def _late_server(delay: float) -> asyncio.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def _run(kind: type[SmtpTransport], delay: float, messages: int, pool: int) -> float:
+async def _run(handoff: bool, delay: float, messages: int, pool: int) -> float:
     server = await _late_server(delay)
     port = server.sockets[0].getsockname()[1]
     target = SmtpTarget.parse(f"smtp://127.0.0.1:{port}?tls=none")
-    transport = kind(target, SmtpTimeouts(), pool_size=pool)
+    transport = SmtpTransport(target, SmtpTimeouts(), pool_size=pool, handoff=handoff)
     jobs = [Outgoing("a@far.test", [f"r{i}@far.test"], BODY) for i in range(messages)]
     try:
         started = time.perf_counter()
@@ -99,8 +79,8 @@ async def main(delays: list[float], messages: int, pool: int) -> None:
     print(f"{messages} messages over {pool} sessions; replies delayed by the upstream")
     print(f"{'delay ms':>8}  {'handoff msgs/s':>14}  {'wait for dot msgs/s':>19}  ratio")
     for delay in delays:
-        fast = await _run(SmtpTransport, delay / 1000, messages, pool)
-        slow = await _run(WaitForDot, delay / 1000, messages, pool)
+        fast = await _run(True, delay / 1000, messages, pool)
+        slow = await _run(False, delay / 1000, messages, pool)
         print(f"{delay:8g}  {fast:14,.0f}  {slow:19,.0f}  {fast / slow:4.2f}x")
 
 

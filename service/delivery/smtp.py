@@ -49,7 +49,9 @@ class SmtpTransport:
         max_rcpt_per_transaction: int = 100,
         tls_context: ssl.SSLContext | None = None,
         idle_timeout: float = 60.0,
+        handoff: bool = True,
     ) -> None:
+        """``handoff=False`` keeps each session until its dot's reply (for comparison)."""
         if pool_size < 1 or max_rcpt_per_transaction < 1:
             raise ValueError("pool_size and max_rcpt_per_transaction must be at least 1")
         self.target = target
@@ -57,6 +59,7 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self.max_rcpt = max_rcpt_per_transaction
         self.idle_timeout = idle_timeout
+        self.handoff = handoff
         self._tls_context = tls_context or build_tls_context(target.verify)
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: deque[Session] = deque()
@@ -167,7 +170,7 @@ class SmtpTransport:
                 self.timeouts,
                 self.max_rcpt,
                 reused=reused,
-                handoff=handoff if envelope.pipelining else None,
+                handoff=handoff if envelope.pipelining and self.handoff else None,
             )
             session.transactions += 1
 

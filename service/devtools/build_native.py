@@ -42,6 +42,9 @@ COMPILED = (
     "service.observability.tracing",
     "service.delivery.smtp_transaction",
     "service.delivery.smtp_wire",
+    "service.delivery.smtp",
+    "service.delivery.worker",
+    "service.delivery.decide",
 )
 GROUP = "service.native"  # the compiled code's shared library: service.native__mypyc
 

@@ -111,3 +111,13 @@ async def test_without_pipelining_each_transaction_waits_for_the_dot_reply(
     assert [r.early for r in server.received] == [False, False]
     assert handoffs == []
     assert transport.connections_opened == 1
+
+
+async def test_handoff_off_waits_for_each_dot_reply(make_transport: MakeTransport) -> None:
+    handoffs: list[str] = []
+    async with HoldingSmtpServer(hold=0.2) as server:
+        transport = make_transport(server.url, pool_size=1, handoff=False)
+        first, second = await _send_both(transport, handoffs)
+    assert [r.outcome for r in first.results + second.results] == [Outcome.ACCEPTED] * 2
+    assert [r.early for r in server.received] == [False, False]
+    assert handoffs == []
