@@ -16,7 +16,7 @@ import random
 import signal
 import time
 import uuid
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 FAULT_AFTER_SMTP = "after_smtp_before_settle"
 HIGH = 0  # priority value of `high`
 EXPRESS_ROWS = 16  # high-priority rows a full worker may take beyond its batch
+CLAIMS_KEPT = 64  # recent claims remembered for inspection (``Worker.recent_claims``)
+
+Settle = Callable[..., Awaitable[list[str]]]  # ``queue.settle``'s shape
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ class Worker:
         self._draining = False
         self._refill_at = options.batch_size // 2
         self._last_claim = 0  # rows the latest claim returned
+        # (rows asked, rows got) of the latest claims that found work, oldest first.
+        self.recent_claims: deque[tuple[int, int]] = deque(maxlen=CLAIMS_KEPT)
         self.sent = 0
 
     def wake(self) -> None:
@@ -165,6 +170,10 @@ class Worker:
                     )
                     backoff = 0.1
                     self._last_claim = len(claimed)
+                    if claimed:
+                        self.recent_claims.append(
+                            (EXPRESS_ROWS if express else capacity, len(claimed))
+                        )
                 except Exception as exc:
                     # A worker that dies here would leave the API accepting mail nobody sends.
                     if isinstance(exc, DatabaseUnavailable):
@@ -478,8 +487,10 @@ class _SettleBatcher:
         gather: float = 0.0,
         outstanding: Callable[[], int] | None = None,
         full: int = 128,
+        settle: Settle = queue.settle,
     ) -> None:
         self._db = db
+        self._write = settle
         self._clock = clock
         self._give_up_after = give_up_after
         self._gather = gather
@@ -552,7 +563,7 @@ class _SettleBatcher:
         delay = 0.05
         while True:
             try:
-                return await queue.settle(self._db, items=items, now=self._clock())
+                return await self._write(self._db, items=items, now=self._clock())
             except Exception as exc:
                 # Keep the leases (the heartbeat still runs) and try again; if the lease
                 # runs out first, the fence discards this result and the retry is flagged.

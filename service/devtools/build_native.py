@@ -45,6 +45,10 @@ COMPILED = (
     "service.delivery.smtp",
     "service.delivery.worker",
     "service.delivery.decide",
+    "service.db.queue",
+    "service.db.plain_statement",
+    "service.db.plain_insert",
+    "service.db.event_seq",
 )
 GROUP = "service.native"  # the compiled code's shared library: service.native__mypyc
 

@@ -180,30 +180,20 @@ async def test_high_priority_takes_the_next_session_ahead_of_claimed_low_ones(
     assert bulk_after - bulk_before <= 20, (bulk_before, bulk_after)
 
 
-async def test_a_busy_worker_claims_again_when_half_its_batch_is_done(
-    database_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_busy_worker_claims_again_when_half_its_batch_is_done(database_url: str) -> None:
     await seed(database_url, tenant="bulk", count=700)
-    claims: list[tuple[int, int]] = []  # (limit asked, rows got)
-    real_claim = queue.claim
-
-    async def recording_claim(db: Database, **kw: Any) -> list[queue.Claimed]:
-        got = await real_claim(db, **kw)
-        claims.append((kw["limit"], len(got)))
-        return got
-
-    monkeypatch.setattr(queue, "claim", recording_claim)
     # Two sessions at a few ms per message: the batch drains slowly enough that the refill
     # claim always lands near the half-way mark, even on a loaded machine.
     with RecordingSmtpServer(SlowHandler(delay=0.005)) as smtp:
         # No polling: only wake-ups make it claim again.
         settings = settings_for(database_url, smtp.url, worker_poll_interval=30.0, smtp_pool_size=2)
-        async with live_app(settings):
+        async with live_app(settings) as app:
 
             async def all_sent() -> bool:
                 return sent(smtp, "bulk") == 700
 
             await wait_for(all_sent, within=60)
+            claims = list(app.worker.recent_claims)  # (rows asked, rows got)
     taken = [(limit, n) for limit, n in claims if n]
     print(f"\nclaims (asked, got): {taken}")
     assert taken[0] == (256, 256)

@@ -2,8 +2,9 @@
 
 Every settle is a write transaction (SQLite's one write lock, one sync), so results that
 finish a few milliseconds apart should share one; a lone result must not wait at all.
-The database call is replaced by a recorder: what is tested is only which results go
-together (tests/performance/test_statement_budget.py counts the real statements).
+The database call is replaced by a recorder (given as the batcher's ``settle``): what is
+tested is only which results go together (tests/performance/test_statement_budget.py
+counts the real statements).
 """
 
 from __future__ import annotations
@@ -38,25 +39,24 @@ class Recorder:
 
 
 @pytest.fixture
-def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
-    rec = Recorder()
-    monkeypatch.setattr(queue, "settle", rec.settle)
-    return rec
+def recorder() -> Recorder:
+    return Recorder()
 
 
-def _batcher(outstanding: list[int], full: int = 128) -> Any:
+def _batcher(recorder: Recorder, outstanding: list[int], full: int = 128) -> Any:
     return worker_module._SettleBatcher(
-        None,  # type: ignore[arg-type]  # only queue.settle, replaced, sees it
+        None,  # type: ignore[arg-type]  # only the recorder sees it
         time.time,
         gather=GATHER,
         outstanding=lambda: outstanding[0],
         full=full,
+        settle=recorder.settle,
     )
 
 
 async def test_results_finishing_apart_share_one_settle(recorder: Recorder) -> None:
     outstanding = [10]
-    batcher = _batcher(outstanding)
+    batcher = _batcher(recorder, outstanding)
     batcher.start()
     try:
         started = time.monotonic()
@@ -74,7 +74,7 @@ async def test_results_finishing_apart_share_one_settle(recorder: Recorder) -> N
 
 
 async def test_a_lone_result_is_written_at_once(recorder: Recorder) -> None:
-    batcher = _batcher([1])
+    batcher = _batcher(recorder, [1])
     batcher.start()
     try:
         started = time.monotonic()
@@ -86,7 +86,7 @@ async def test_a_lone_result_is_written_at_once(recorder: Recorder) -> None:
 
 
 async def test_a_full_batch_does_not_wait_for_the_rest(recorder: Recorder) -> None:
-    batcher = _batcher([100], full=4)
+    batcher = _batcher(recorder, [100], full=4)
     batcher.start()
     try:
         started = time.monotonic()
@@ -105,6 +105,7 @@ async def test_results_that_never_come_delay_a_settle_only_by_the_gathering_time
         time.time,
         gather=0.05,
         outstanding=lambda: 5,  # three of them never report (say, their sessions hang)
+        settle=recorder.settle,
     )
     batcher.start()
     try:
@@ -117,7 +118,7 @@ async def test_results_that_never_come_delay_a_settle_only_by_the_gathering_time
 
 
 async def test_stopping_writes_what_is_waiting_without_gathering(recorder: Recorder) -> None:
-    batcher = _batcher([50])
+    batcher = _batcher(recorder, [50])
     batcher.start()
     waiting = asyncio.ensure_future(batcher.submit([_settlement(0)]))
     await asyncio.sleep(0.01)
