@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from service.delivery.smtp import SmtpTransport
 from service.delivery.transport import Outcome, Outgoing, SendResult, Stage
 from tests.support.holding_smtp import HoldingSmtpServer
@@ -50,21 +52,6 @@ async def test_the_next_transaction_follows_the_final_dot(make_transport: MakeTr
     assert transport.connections_opened == 1
 
 
-async def test_a_refused_dot_leaves_the_next_transaction_on_the_session(
-    make_transport: MakeTransport,
-) -> None:
-    def dot(n: int) -> bytes:
-        return b"554 5.7.1 refused\r\n" if n == 0 else b"250 2.0.0 queued\r\n"
-
-    async with HoldingSmtpServer(dot=dot, hold=0.5) as server:
-        transport = make_transport(server.url, pool_size=1)
-        first, second = await _send_both(transport, [])
-    (r1,), (r2,) = first.results, second.results
-    assert (r1.outcome, r1.stage, r1.reply.code) == (Outcome.PERMANENT, Stage.DOT, 554)
-    assert r2.outcome is Outcome.ACCEPTED
-    assert transport.connections_opened == 1
-
-
 async def test_a_lost_dot_reply_is_unknown_and_the_next_goes_on_a_new_connection(
     make_transport: MakeTransport,
 ) -> None:
@@ -85,19 +72,27 @@ async def test_a_lost_dot_reply_is_unknown_and_the_next_goes_on_a_new_connection
     assert transport.connections_opened == 2
 
 
-async def test_421_at_the_dot_sends_the_next_on_a_new_connection(
-    make_transport: MakeTransport,
+@pytest.mark.parametrize(
+    ("reply", "outcome", "connections"),
+    [
+        # A refusal ends only its own transaction: the next one stays on the session.
+        (b"554 5.7.1 refused\r\n", Outcome.PERMANENT, [1, 1]),
+        # 421 closes the session: the next one goes on a new connection.
+        (b"421 4.3.2 shutting down\r\n", Outcome.TEMPORARY, [1, 2]),
+    ],
+)
+async def test_the_reply_to_a_dot_decides_only_its_own_message(
+    make_transport: MakeTransport, reply: bytes, outcome: Outcome, connections: list[int]
 ) -> None:
-    def dot(n: int) -> bytes:
-        return b"421 4.3.2 shutting down\r\n" if n == 0 else b"250 ok\r\n"
-
-    async with HoldingSmtpServer(dot=dot, hold=0.5) as server:
+    async with HoldingSmtpServer(
+        dot=lambda n: reply if n == 0 else b"250 ok\r\n", hold=0.5
+    ) as server:
         transport = make_transport(server.url, pool_size=1)
         first, second = await _send_both(transport, [])
     (r1,), (r2,) = first.results, second.results
-    assert (r1.outcome, r1.stage, r1.reply.code) == (Outcome.TEMPORARY, Stage.DOT, 421)
+    assert (r1.outcome, r1.stage, r1.reply.code) == (outcome, Stage.DOT, int(reply[:3]))
     assert r2.outcome is Outcome.ACCEPTED
-    assert [r.connection for r in server.received] == [1, 2]
+    assert [r.connection for r in server.received] == connections
 
 
 async def test_without_pipelining_each_transaction_waits_for_the_dot_reply(
