@@ -74,6 +74,10 @@ class ReleaseOnce:
     def __init__(self, slots: Releasable) -> None:
         self._slots: Releasable | None = slots
 
+    @property
+    def released(self) -> bool:
+        return self._slots is None
+
     def release(self) -> None:
         slots, self._slots = self._slots, None
         if slots is not None:

@@ -59,7 +59,7 @@ class SmtpTransport:
         self.local_hostname = local_hostname
         self.max_rcpt = max_rcpt_per_transaction
         self.idle_timeout = idle_timeout
-        self.handoff = handoff
+        self._handoff_on = handoff
         self._tls_context = tls_context or build_tls_context(target.verify)
         self._slots = asyncio.Semaphore(pool_size)
         self._idle: deque[Session] = deque()
@@ -110,9 +110,8 @@ class SmtpTransport:
             extra["connection"] = "reused" if reused else "new"
             if session.tls_version:
                 extra["tls"] = session.tls_version
-            handed: list[bool] = []
             try:
-                handoff = self._handoff(session, slot, on_handoff, handed)
+                handoff = self._handoff(session, slot, on_handoff)
                 await self._send_on(session, progress, recipients, reused, handoff)
             except SessionBroken as exc:
                 await session.close(quit_timeout=0)
@@ -128,7 +127,7 @@ class SmtpTransport:
                 # unknown state back into the pool.
                 session.wire.close()
                 raise
-            if not handed:
+            if not slot.released:  # else the handoff checked it in already
                 self._checkin(session)
             return
 
@@ -137,13 +136,11 @@ class SmtpTransport:
         session: Session,
         slot: ReleaseOnce,
         on_handoff: Callable[[], None] | None,
-        handed: list[bool],
     ) -> Callable[[], None]:
         """Back to the pool while this send waits for its dot's reply (see the module)."""
 
         def handoff() -> None:
-            if not handed:
-                handed.append(True)
+            if not slot.released:
                 self._checkin(session)
                 slot.release()
                 if on_handoff is not None:
@@ -170,7 +167,7 @@ class SmtpTransport:
                 self.timeouts,
                 self.max_rcpt,
                 reused=reused,
-                handoff=handoff if envelope.pipelining and self.handoff else None,
+                handoff=handoff if envelope.pipelining and self._handoff_on else None,
             )
             session.transactions += 1
 

@@ -10,13 +10,18 @@ import pytest
 from tests.reliability.harness import no_tracebacks, serve, wait_until, worker
 from tests.reliability.invariants import check_db, snapshot
 from tests.reliability.seed import seed
-from tests.support.smtp_script import Script, ScriptedSmtpServer, Stall
+from tests.support.smtp_script import Connection, Script, ScriptedSmtpServer, Stall
 
 pytestmark = pytest.mark.slow
 
 
 def _count(database_url: str, status: str) -> int:
     return snapshot(database_url).statuses()[status]
+
+
+def _stalled(conn: Connection) -> bool:
+    """The server got a final dot on ``conn`` and is holding its reply (a ``Stall``)."""
+    return any(who == "*" and text.startswith("stall") for who, text in conn.lines)
 
 
 @pytest.mark.parametrize("workers", [2, 4])
@@ -148,7 +153,9 @@ def test_sigterm_serve_finishes_inflight_and_releases_the_rest(
     ):
         ids = [api.send([e])["id"] for e in emails]
         wait_until(lambda: smtp.active_connections == 2, what="two sessions in flight")
-        wait_until(lambda: sum(c.saw("DATA") for c in smtp.connections) == 2, what="at the dot")
+        # Both dots received: the commands that followed each left in the same write, so
+        # the two messages behind them are in flight before the SIGTERM.
+        wait_until(lambda: sum(map(_stalled, smtp.connections)) == 2, what="at the dot")
         assert proc.proc is not None
         proc.stop(timeout=20)
         # uvicorn re-raises SIGTERM after its graceful shutdown; a timeout would be -9.
