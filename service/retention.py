@@ -21,6 +21,7 @@ from sqlalchemy import delete, exists, select, update
 
 from service.db.engine import Database
 from service.db.event_seq import raise_floors
+from service.db.status_sets import HOOK_FINISHED, one_of
 from service.db.tables import attempts, events, messages, recipients
 from service.db.tables import webhook_attempts as wa
 from service.db.tables import webhook_deliveries as wd
@@ -31,7 +32,6 @@ from service.settings import Settings
 log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in CLAIMABLE] + [Status.SENDING.value]
-_HOOK_FINISHED = ("succeeded", "failed", "cancelled")
 _HOOK_ACTIVE = ("pending", "delivering")
 KINDS = ("bodies", "attempts", "events", "webhook_deliveries")
 
@@ -132,7 +132,7 @@ async def prune_batch(db: Database, kind: str, cutoff: float, limit: int) -> int
         ids = await _ids(
             db,
             select(wd.c.id)
-            .where(wd.c.status.in_(_HOOK_FINISHED), wd.c.updated_at < cutoff)
+            .where(one_of(wd.c.status, HOOK_FINISHED), wd.c.updated_at < cutoff)
             .order_by(wd.c.updated_at)
             .limit(limit),
         )
@@ -141,7 +141,7 @@ async def prune_batch(db: Database, kind: str, cutoff: float, limit: int) -> int
         async with db.write() as conn:
             await conn.execute(delete(wa).where(wa.c.delivery_id.in_(ids)))
             res = await conn.execute(
-                delete(wd).where(wd.c.id.in_(ids), wd.c.status.in_(_HOOK_FINISHED))
+                delete(wd).where(wd.c.id.in_(ids), one_of(wd.c.status, HOOK_FINISHED))
             )
         return res.rowcount or 0
     raise ValueError(f"unknown retention kind {kind!r}")

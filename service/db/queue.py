@@ -30,19 +30,17 @@ from service.db.event_seq import last_seqs
 from service.db.leases import still_held
 from service.db.plain_insert import insert_rows
 from service.db.plain_statement import PlainStatement, padded_length
+from service.db.status_sets import CLAIMABLE, one_of
 from service.db.suppressions import suppress_hard_bounces
 from service.db.tables import attempts, delivery_pauses, messages, recipients
 from service.domain.fair_share import FairClaim, Rotation, interleave
 from service.domain.status import Status
 from service.webhooks.outbox import record_events
 
-_CLAIMABLE = (Status.SCHEDULED.value, Status.QUEUED.value, Status.DEFERRED.value)
-
 
 def _claimable() -> Any:
-    """SQL: the row can be claimed, written with literals: SQLite uses a partial index only
-    when the query repeats the index's own condition, and bound parameters do not."""
-    return recipients.c.status.in_([literal(s, literal_execute=True) for s in _CLAIMABLE])
+    """SQL: the row can be claimed, in the words of the due indexes' own condition."""
+    return one_of(recipients.c.status, CLAIMABLE)
 
 
 @dataclass(frozen=True, slots=True)

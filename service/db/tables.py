@@ -12,13 +12,15 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Column, Index, Integer, LargeBinary, String, Text, text
 from sqlmodel import Field, SQLModel
 
+from service.db.status_sets import CLAIMABLE, HOOK_FINISHED, condition
+
 # Alembic and tests share this metadata.
 metadata = SQLModel.metadata
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL wants a 64-bit identity.
 _BIG_ID = BigInteger().with_variant(Integer(), "sqlite")
 
-_CLAIMABLE = "status IN ('scheduled', 'queued', 'deferred')"
+_CLAIMABLE = condition(CLAIMABLE)
 
 
 class ApiKey(SQLModel, table=True):
@@ -364,8 +366,8 @@ Index("ix_events_created_at", events.c.created_at)
 Index(
     "ix_webhook_deliveries_finished",
     webhook_deliveries.c.updated_at,
-    sqlite_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
-    postgresql_where=text("status IN ('succeeded', 'failed', 'cancelled')"),
+    sqlite_where=text(condition(HOOK_FINISHED)),
+    postgresql_where=text(condition(HOOK_FINISHED)),
 )
 
 
