@@ -259,6 +259,22 @@ async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, Mes
     return {r[0]: MessageBody(*r) for r in rows}
 
 
+async def body_sizes(db: Database, message_ids: Sequence[str]) -> dict[str, int]:
+    """The size in bytes of each message's stored MIME (SQLite reads a blob's length from
+    the record header, without its pages)."""
+    if not message_ids:
+        return {}
+    async with db.read() as conn:
+        rows = await _BODY_SIZES.rows(conn, {"b_ids": list(message_ids)})
+    return {r[0]: r[1] or 0 for r in rows}
+
+
+_BODY_SIZES = PlainStatement(
+    select(messages.c.id, func.length(messages.c.mime)).where(
+        messages.c.id.in_(bindparam("b_ids", expanding=True))
+    )
+)
+
 _BODIES = PlainStatement(
     select(
         messages.c.id,

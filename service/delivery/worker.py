@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import random
@@ -19,6 +20,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from service.bounces.return_path import make_return_path
 from service.db import queue
@@ -33,6 +35,8 @@ from service.delivery.transport import (
     Stage,
     Transport,
 )
+from service.domain.body_budget import may_skip_sizes, parts_within
+from service.domain.claim_pace import ClaimPace
 from service.domain.fair_share import Rotation
 from service.domain.retry import RetryPolicy
 from service.observability import record
@@ -45,12 +49,15 @@ EXPRESS_ROWS = 16  # high-priority rows a full worker may take beyond its batch
 CLAIMS_KEPT = 64  # recent claims remembered for inspection (``Worker.recent_claims``)
 
 Settle = Callable[..., Awaitable[list[str]]]  # ``queue.settle``'s shape
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
     lease_seconds: float = 900.0
-    batch_size: int = 256
+    batch_size: int = 1024
+    body_budget: int = 64 << 20  # most MIME bytes of claimed mail held in memory at once
+    largest_body: int = 10 << 20  # no stored message is larger (the API's body limit)
     poll_interval: float = 1.0
     shutdown_grace: float = 30.0
     concurrency: int = 16  # sessions at once; match the transport's pool size
@@ -100,6 +107,7 @@ class Worker:
         self._rotation = Rotation()  # which tenants get the spare rows of the next claim
         self._draining = False
         self._refill_at = options.batch_size // 2
+        self._pace = ClaimPace(options.batch_size)
         self._last_claim = 0  # rows the latest claim returned
         # (rows asked, rows got) of the latest claims that found work, oldest first.
         self.recent_claims: deque[tuple[int, int]] = deque(maxlen=CLAIMS_KEPT)
@@ -134,7 +142,9 @@ class Worker:
     async def _claim_loop(self, stop: asyncio.Event) -> None:
         backoff = 0.1
         while not stop.is_set():
-            capacity = self.opt.batch_size - self.inflight
+            target = self._pace.target(time.monotonic())
+            self._refill_at = target // 2
+            capacity = target - self.inflight
             # A full worker woken by new mail still takes a few high-priority rows at once
             # (they go to the next free session), so a one-time code never waits for the
             # low-priority rows this worker already holds to be sent.
@@ -226,22 +236,27 @@ class Worker:
 
     async def _run_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
         try:
-            bodies = await _retry_db(
-                lambda: queue.load_bodies(self.db, sorted({c.message_id for c in claimed}))
-            )
             by_message: dict[str, list[queue.Claimed]] = defaultdict(list)
             for c in claimed:
                 by_message[c.message_id].append(c)
-            await asyncio.gather(
-                *(
-                    self._send_message(token, bodies[mid], group)
-                    for mid, group in by_message.items()
+            for part in await self._body_parts(sorted(by_message)):
+                bodies = await _retry_db(functools.partial(queue.load_bodies, self.db, part))
+                await asyncio.gather(
+                    *(self._send_message(token, bodies[mid], by_message[mid]) for mid in part)
                 )
-            )
         finally:
             self._inflight.pop(token, None)
             self._unstarted.pop(token, None)
             self._wake.set()
+
+    async def _body_parts(self, ids: list[str]) -> list[list[str]]:
+        """The claim's messages in parts whose bodies fit half the budget (a worker may run
+        two claims at once: it claims more while half of one is still waiting)."""
+        budget = self.opt.body_budget // 2
+        if may_skip_sizes(len(ids), self.opt.largest_body, budget):
+            return [ids]
+        sizes = await _retry_db(functools.partial(queue.body_sizes, self.db, ids))
+        return parts_within(ids, sizes, budget)
 
     async def _send_message(
         self, token: str, body: queue.MessageBody, group: list[queue.Claimed]
@@ -280,6 +295,7 @@ class Worker:
         await self._settler.submit(settlements)
         record.settled(settlements, body)
         before = self.inflight
+        self._pace.settled(len(settlements))
         for s in settlements:
             self._inflight.get(token, set()).discard(s.recipient_id)
             if s.status == "sent":
@@ -579,9 +595,7 @@ class _SettleBatcher:
             delay = min(delay * 2, 2.0)
 
 
-async def _retry_db(
-    fn: Callable[[], Awaitable[dict[str, queue.MessageBody]]], attempts: int = 20
-) -> dict[str, queue.MessageBody]:
+async def _retry_db(fn: Callable[[], Awaitable[_T]], attempts: int = 20) -> _T:
     """Retry a read while the database is briefly unavailable (leases cover the wait)."""
     delay = 0.05
     for _ in range(attempts - 1):

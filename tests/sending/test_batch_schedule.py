@@ -137,10 +137,10 @@ async def test_expires_at_validation(sqlite_url: str) -> None:
 
 async def test_high_priority_overtakes_5000_low(database_url: str) -> None:
     with RecordingSmtpServer() as smtp:
-        # The default batch (256): the worker already holds many low ones when the high one
+        # The default batch (1024): the worker already holds many low ones when the high one
         # comes, and the high one still takes the next free session once claimed.
         settings = settings_for(database_url, smtp.url)
-        assert settings.worker_batch_size == 256
+        assert settings.worker_batch_size == 1024
         # Accept everything first, then deliver: the backlog is in place when the
         # high-priority message arrives.
         async with live_app(settings, run_workers=False) as app:
