@@ -123,7 +123,11 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._settler.start()
-        side = [asyncio.create_task(self._heartbeat(stop), name="lease-heartbeat")]
+        # The heartbeat runs until the drain is over (in-flight leases still need it), the
+        # reaper until ``stop``. Neither is cancelled: a cancel in the middle of a query
+        # (on PostgreSQL) ended the worker itself with that CancelledError.
+        drained = asyncio.Event()
+        side = [asyncio.create_task(self._heartbeat(drained), name="lease-heartbeat")]
         if self.opt.reap_leases:
             side.append(asyncio.create_task(self._reaper(stop), name="lease-reaper"))
         cut_off: dict[str, set[str]] = {}
@@ -131,11 +135,8 @@ class Worker:
             await self._claim_loop(stop)
         finally:
             cut_off = await self._drain()
-            for t in side:
-                t.cancel()
-            for t in side:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
+            drained.set()
+            await asyncio.gather(*side, return_exceptions=True)
             await self._settler.stop()
             await self._abandon(cut_off)
 
@@ -240,6 +241,8 @@ class Worker:
             for c in claimed:
                 by_message[c.message_id].append(c)
             for part in await self._body_parts(sorted(by_message)):
+                if self._draining:  # the rest was released to the queue
+                    break
                 bodies = await _retry_db(functools.partial(queue.load_bodies, self.db, part))
                 await asyncio.gather(
                     *(self._send_message(token, bodies[mid], by_message[mid]) for mid in part)
@@ -453,10 +456,12 @@ class Worker:
             except Exception as exc:  # the lease expires and a reaper returns them
                 log.warning("could not return %d cut-off claims: %s", len(ids), exc)
 
-    async def _heartbeat(self, stop: asyncio.Event) -> None:
+    async def _heartbeat(self, done: asyncio.Event) -> None:
         interval = self.opt.heartbeat_interval or max(0.05, self.opt.lease_seconds / 3)
-        while True:
-            await asyncio.sleep(interval)
+        while not done.is_set():
+            await _sleep_or_stop(done, interval)
+            if done.is_set():
+                return
             tokens = [t for t, ids in self._inflight.items() if ids]
             if tokens:
                 try:
@@ -473,6 +478,8 @@ class Worker:
         interval = min(10.0, max(0.05, self.opt.lease_seconds / 4))
         while not stop.is_set():
             await _sleep_or_stop(stop, interval)
+            if stop.is_set():
+                return
             try:
                 n = await queue.reap(self.db, now=self.clock())
             except Exception as exc:
@@ -526,8 +533,7 @@ class _SettleBatcher:
         self._closing_since = time.monotonic()
         self._wake.set()
         if self._task:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # as in ``run``
 
     async def submit(self, items: list[queue.Settlement]) -> None:
         if not items:

@@ -11,15 +11,47 @@ import time
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
-# Two characters per lookup: 13 steps of 10 bits instead of 26 of 5.
+# Two characters per lookup: 10 bits per step.
 _PAIRS = [a + b for a in _ALPHABET for b in _ALPHABET]
 
+# Random bytes are read from the system a few thousand at a time: one read per id cost a
+# third of the id. A forked child starts with none, so it never repeats its parent's.
+_POOL_BYTES = 4000
+_pool = b""
+_used = 0
+# The time part changes once a millisecond; ids made within one share its text.
+_last_ms = -1
+_last_time = ""
 
-def ulid(now: float | None = None) -> str:
+
+def _random80() -> int:
+    global _pool, _used
+    if _used + 10 > len(_pool):
+        _pool, _used = os.urandom(_POOL_BYTES), 0
+    start = _used
+    _used = start + 10
+    return int.from_bytes(_pool[start : start + 10], "big")
+
+
+def _forget_pool() -> None:
+    global _pool, _used
+    _pool, _used = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget_pool)
+
+
+def ulid(now: float | None = None, random80: int | None = None) -> str:
+    """A ULID for ``now`` (default: the clock) with ``random80`` (default: fresh) as its
+    random part: the 48-bit millisecond time, then the 80 random bits, 5 bits a letter."""
+    global _last_ms, _last_time
     ms = int((time.time() if now is None else now) * 1000)
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
     pairs = _PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+    if ms != _last_ms:
+        _last_time = "".join([pairs[(ms >> shift) & 1023] for shift in range(40, -1, -10)])
+        _last_ms = ms
+    bits = _random80() if random80 is None else random80
+    return _last_time + "".join([pairs[(bits >> shift) & 1023] for shift in range(70, -1, -10)])
 
 
 def new_id(prefix: str, now: float | None = None) -> str:

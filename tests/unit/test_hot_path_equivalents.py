@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
@@ -21,14 +22,35 @@ def _ulid_reference(value: int) -> str:
     return "".join(reversed(out))
 
 
-def test_ulid_matches_five_bits_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ulid_matches_five_bits_at_a_time() -> None:
     rng = random.Random(7)
     randoms = [0, 2**80 - 1, 1, 2**79] + [rng.getrandbits(80) for _ in range(3000)]
     for i, bits in enumerate(randoms):
         ms = [0, 2**48 - 1][i] if i < 2 else rng.randrange(2**48)
-        monkeypatch.setattr(ids.os, "urandom", lambda n, b=bits: b.to_bytes(n, "big"))
-        assert ids.ulid(ms / 1000) == _ulid_reference((int(ms / 1000 * 1000) << 80) | bits)
+        if i % 3 == 0:
+            ms = rng.randrange(2**48)  # a new millisecond, and below the same one again
+        assert ids.ulid(ms / 1000, bits) == _ulid_reference((int(ms / 1000 * 1000) << 80) | bits)
     assert ids.is_id(ids.new_id("msg"), "msg")
+
+
+def test_ulids_of_one_millisecond_differ_in_their_random_part() -> None:
+    made = [ids.ulid(1000.0) for _ in range(3000)]  # more than one pool of random bytes
+    assert len(set(made)) == len(made)
+    assert {u[:10] for u in made} == {ids.ulid(1000.0, 0)[:10]}
+
+
+def test_a_forked_child_does_not_repeat_its_parent_s_random_bytes() -> None:
+    ids.ulid()  # the parent holds a pool
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then leave at once
+        os.write(write, ids.ulid(1000.0).encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert child != ids.ulid(1000.0)
 
 
 def test_date_header_matches_the_standard_library() -> None:
