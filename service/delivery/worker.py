@@ -106,7 +106,7 @@ class Worker:
         self._slots = PrioritySlots(options.concurrency)
         self._rotation = Rotation()  # which tenants get the spare rows of the next claim
         self._draining = False
-        self._refill_at = options.batch_size // 2
+        self._refill_at = 0  # half the claim target, set before each claim
         self._pace = ClaimPace(options.batch_size)
         self._last_claim = 0  # rows the latest claim returned
         # (rows asked, rows got) of the latest claims that found work, oldest first.
@@ -136,7 +136,7 @@ class Worker:
         finally:
             cut_off = await self._drain()
             drained.set()
-            await asyncio.gather(*side, return_exceptions=True)
+            await asyncio.gather(*side)  # each ends after at most its current query
             await self._settler.stop()
             await self._abandon(cut_off)
 
@@ -533,7 +533,8 @@ class _SettleBatcher:
         self._closing_since = time.monotonic()
         self._wake.set()
         if self._task:
-            await asyncio.gather(self._task, return_exceptions=True)  # as in ``run``
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def submit(self, items: list[queue.Settlement]) -> None:
         if not items:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from email.utils import format_datetime
 
 import pytest
 
+from service.db.engine import bind_plain_values_directly
 from service.domain import addresses, headers, ids
 from service.domain.addresses import parse_address
 from service.domain.mime import _date
@@ -122,3 +124,18 @@ def test_printable_text_check_matches_the_character_walk() -> None:
     samples += ["".join(rng.choice(pool) for _ in range(rng.randrange(1, 12))) for _ in range(5000)]
     for text in samples:
         assert headers.unsafe_text_reason(text) == headers._walk(text), repr(text)
+
+
+def test_none_bytes_and_bool_bind_through_adapters_as_they_would_without() -> None:
+    plain = sqlite3.connect(":memory:")
+    row = plain.execute("SELECT ?, typeof(?), ?, typeof(?), ?, typeof(?)",
+                        (None, None, b"x", b"x", True, True)).fetchone()  # fmt: skip
+    bind_plain_values_directly()
+    protocol = sqlite3.PrepareProtocol
+    assert all((kind, protocol) in sqlite3.adapters for kind in (type(None), bytes, bool))
+    # Registering one for a base type would send every value through the registry.
+    assert not any((kind, protocol) in sqlite3.adapters for kind in (int, float, str))
+    adapted = sqlite3.connect(":memory:")
+    assert adapted.execute("SELECT ?, typeof(?), ?, typeof(?), ?, typeof(?)",
+                           (None, None, b"x", b"x", True, True)).fetchone() == row  # fmt: skip
+    assert row == (None, "null", b"x", "blob", 1, "integer")
