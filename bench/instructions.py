@@ -10,9 +10,13 @@ instructions by the difference in messages, so that start-up and shutdown cancel
   ``smtp-sink`` (the backlog is accepted beforehand by an API process not under callgrind,
   with this tree's code, and copied for every run);
 - ``api``: ``kirim serve --no-workers`` accepts single POSTs from 64 keep-alive
-  connections (nothing delivers).
+  connections (nothing delivers);
+- ``batch``: the same API process accepts ``POST /v1/messages/batch`` requests of 500
+  messages from 64 connections (the sizes should be multiples of 500).
 
     python -m bench.instructions --role worker --trees /tmp/base . [--small 500 --large 2500]
+
+``--keep DIR`` keeps the callgrind outputs there, for ``callgrind_annotate``.
 
 Each tree is run with this interpreter and environment, its own code first on the path (a
 ``git worktree`` of another commit will do). A run takes a minute or two: Python starts
@@ -130,23 +134,29 @@ async def _ready(base: str) -> None:
     raise RuntimeError(f"{base} did not become ready")
 
 
-async def _post(port: int, key: str, count: int) -> None:
+async def _post(port: int, key: str, count: int, batch: bool) -> None:
     await _ready(f"http://127.0.0.1:{port}")
-    outcome = await raw_http.post_singles(
-        "127.0.0.1", [port], key, count, CONCURRENCY, load.message
-    )
+    if batch:
+        outcome = await load.post_batches("127.0.0.1", [port], key, count, CONCURRENCY)
+        if outcome is None:
+            raise RuntimeError("this tree has no batch endpoint")
+    else:
+        outcome = await raw_http.post_singles(
+            "127.0.0.1", [port], key, count, CONCURRENCY, load.message
+        )
     if len(outcome.ids) != count:
         raise RuntimeError(f"{count - len(outcome.ids)} POSTs failed: {outcome.failures}")
 
 
-def accept(tree: Tree, count: int, callgrind_out: Path | None) -> None:
-    """``count`` single POSTs to an API process of ``tree`` (under callgrind if given)."""
+def accept(tree: Tree, count: int, callgrind_out: Path | None, batch: bool = False) -> None:
+    """``count`` messages POSTed to an API process of ``tree`` (under callgrind if given),
+    one per request or 500 per batch."""
     key = tree.new_key()
     port = free_port()
     api = tree.start(["serve", "--no-workers", "--host", "127.0.0.1", "--port", str(port)],
                      callgrind_out)  # fmt: skip
     try:
-        asyncio.run(_post(port, key, count))
+        asyncio.run(_post(port, key, count, batch))
     finally:
         stop(api)
 
@@ -195,8 +205,8 @@ def sink(port: int) -> subprocess.Popen[bytes]:
 
 def run_once(role: str, tree: Path, root: Path, size: int, backlog_file: Path | None,
              out: Path) -> None:  # fmt: skip
-    if role == "api":
-        accept(Tree(tree, root, smtp_port=9), size, out)  # nothing delivers
+    if role in ("api", "batch"):
+        accept(Tree(tree, root, smtp_port=9), size, out, batch=role == "batch")  # nothing delivers
         return
     assert backlog_file is not None
     port = free_port()
@@ -209,7 +219,9 @@ def run_once(role: str, tree: Path, root: Path, size: int, backlog_file: Path | 
         receiver.wait()
 
 
-def measure(role: str, trees: list[Path], sizes: list[int], work: Path) -> dict[Path, float]:
+def measure(
+    role: str, trees: list[Path], sizes: list[int], work: Path, keep: Path | None = None
+) -> dict[Path, float]:
     backlogs: dict[int, Path] = {}
     if role == "worker":
         for size in sizes:
@@ -223,6 +235,9 @@ def measure(role: str, trees: list[Path], sizes: list[int], work: Path) -> dict[
             out = work / f"callgrind-{size}-{number}.out"
             run_once(role, tree, root, size, backlogs.get(size), out)
             counts[tree].append((size, instructions(out)))
+            if keep is not None:  # for callgrind_annotate
+                keep.mkdir(parents=True, exist_ok=True)
+                shutil.copy(out, keep / f"{role}-{size}-{number}.out")
             print(f"  {tree}: {size} messages, {counts[tree][-1][1]:,} instructions", flush=True)
             shutil.rmtree(root)
     return {tree: per_message(pairs[0], pairs[1]) for tree, pairs in counts.items()}
@@ -232,14 +247,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.instructions", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--role", choices=("worker", "api"), required=True)
+    parser.add_argument("--role", choices=("worker", "api", "batch"), required=True)
     parser.add_argument("--trees", nargs="+", type=Path, default=[Path(".")])
     parser.add_argument("--small", type=int, default=500)
     parser.add_argument("--large", type=int, default=2500)
+    parser.add_argument("--keep", type=Path, help="copy the callgrind outputs into this folder")
     args = parser.parse_args(argv)
     trees = [tree.resolve() for tree in args.trees]
     with tempfile.TemporaryDirectory(prefix="kirim-instructions-") as work:
-        results = measure(args.role, trees, [args.small, args.large], Path(work))
+        results = measure(args.role, trees, [args.small, args.large], Path(work), args.keep)
     first = results[trees[0]]
     for tree, value in results.items():
         change = f" ({(value - first) / first:+.1%} against the first)" if tree != trees[0] else ""

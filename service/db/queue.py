@@ -57,6 +57,7 @@ class Claimed:
     # An earlier attempt may already have delivered it (lost after the final dot).
     possible_duplicate: bool = False
     priority: int = 1  # 0 high, 1 normal, 2 low
+    size: int = 0  # bytes of the message's MIME, so bodies can be loaded within a budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,10 @@ def _take(tenants: int, is_sqlite: bool) -> PlainStatement:
             recipients.c.lease_lost,
             recipients.c.possible_duplicate,
             recipients.c.priority,
+            # One seek per row here rather than a query of its own for the sizes.
+            select(messages.c.size)
+            .where(messages.c.id == recipients.c.message_id)
+            .scalar_subquery(),
         )
     )
     return PlainStatement(take)
@@ -258,22 +263,6 @@ async def load_bodies(db: Database, message_ids: Sequence[str]) -> dict[str, Mes
         rows = await _BODIES.rows(conn, {"b_ids": list(message_ids)})
     return {r[0]: MessageBody(*r) for r in rows}
 
-
-async def body_sizes(db: Database, message_ids: Sequence[str]) -> dict[str, int]:
-    """The size in bytes of each message's stored MIME (SQLite reads a blob's length from
-    the record header, without its pages)."""
-    if not message_ids:
-        return {}
-    async with db.read() as conn:
-        rows = await _BODY_SIZES.rows(conn, {"b_ids": list(message_ids)})
-    return {r[0]: r[1] or 0 for r in rows}
-
-
-_BODY_SIZES = PlainStatement(
-    select(messages.c.id, func.length(messages.c.mime)).where(
-        messages.c.id.in_(bindparam("b_ids", expanding=True))
-    )
-)
 
 _BODIES = PlainStatement(
     select(

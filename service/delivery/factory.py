@@ -67,9 +67,6 @@ def build_worker(
             lease_seconds=settings.lease_seconds,
             batch_size=settings.worker_batch_size,
             body_budget=settings.worker_body_budget_bytes,
-            # A stored message is the API's MIME of a request body: at most about that size
-            # (twice it, to be safe, only decides whether sizes are asked for).
-            largest_body=2 * settings.max_body_bytes,
             poll_interval=settings.worker_poll_interval,
             shutdown_grace=settings.shutdown_grace,
             concurrency=settings.smtp_pool_size,

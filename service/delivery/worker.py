@@ -35,7 +35,7 @@ from service.delivery.transport import (
     Stage,
     Transport,
 )
-from service.domain.body_budget import may_skip_sizes, parts_within
+from service.domain.body_budget import parts_within
 from service.domain.claim_pace import ClaimPace
 from service.domain.fair_share import Rotation
 from service.domain.retry import RetryPolicy
@@ -57,7 +57,6 @@ class WorkerOptions:
     lease_seconds: float = 900.0
     batch_size: int = 1024
     body_budget: int = 64 << 20  # most MIME bytes of claimed mail held in memory at once
-    largest_body: int = 10 << 20  # no stored message is larger (the API's body limit)
     poll_interval: float = 1.0
     shutdown_grace: float = 30.0
     concurrency: int = 16  # sessions at once; match the transport's pool size
@@ -238,9 +237,13 @@ class Worker:
     async def _run_batch(self, token: str, claimed: list[queue.Claimed]) -> None:
         try:
             by_message: dict[str, list[queue.Claimed]] = defaultdict(list)
+            sizes: dict[str, int] = {}
             for c in claimed:
                 by_message[c.message_id].append(c)
-            for part in await self._body_parts(sorted(by_message)):
+                sizes[c.message_id] = c.size
+            # Parts of half the budget: a worker may hold two claims at once (it claims
+            # more while half of one is still waiting).
+            for part in parts_within(sorted(by_message), sizes, self.opt.body_budget // 2):
                 if self._draining:  # the rest was released to the queue
                     break
                 bodies = await _retry_db(functools.partial(queue.load_bodies, self.db, part))
@@ -251,15 +254,6 @@ class Worker:
             self._inflight.pop(token, None)
             self._unstarted.pop(token, None)
             self._wake.set()
-
-    async def _body_parts(self, ids: list[str]) -> list[list[str]]:
-        """The claim's messages in parts whose bodies fit half the budget (a worker may run
-        two claims at once: it claims more while half of one is still waiting)."""
-        budget = self.opt.body_budget // 2
-        if may_skip_sizes(len(ids), self.opt.largest_body, budget):
-            return [ids]
-        sizes = await _retry_db(functools.partial(queue.body_sizes, self.db, ids))
-        return parts_within(ids, sizes, budget)
 
     async def _send_message(
         self, token: str, body: queue.MessageBody, group: list[queue.Claimed]

@@ -28,9 +28,3 @@ def parts_within(ids: Sequence[str], sizes: Mapping[str, int], budget: int) -> l
     if part:
         parts.append(part)
     return parts
-
-
-def may_skip_sizes(count: int, largest: int, budget: int) -> bool:
-    """Whether ``count`` bodies fit ``budget`` whatever their sizes (each at most
-    ``largest``), so the sizes need not be asked for: a trickle's claims of one or two."""
-    return count * largest <= budget

@@ -59,14 +59,30 @@ _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
+class _LastDate:
+    """The last UTC second formatted: a batch's messages share one, and a busy API process
+    formats the same second hundreds of times."""
+
+    def __init__(self) -> None:
+        self.key: tuple[int, int, int, int, int, int] = (0, 0, 0, 0, 0, 0)
+        self.text = ""
+
+
+_last_date = _LastDate()
+
+
 def _date(d: datetime) -> str:
     """``format_datetime(d)``, written directly for UTC (the usual case, 3x faster)."""
     if d.utcoffset() != _ZERO:
         return format_datetime(d)
-    return (
-        f"{_DAYS[d.weekday()]}, {d.day:02d} {_MONTHS[d.month - 1]} {d.year:04d} "
-        f"{d.hour:02d}:{d.minute:02d}:{d.second:02d} +0000"
-    )
+    key = (d.year, d.month, d.day, d.hour, d.minute, d.second)
+    if key != _last_date.key:
+        _last_date.text = (
+            f"{_DAYS[d.weekday()]}, {d.day:02d} {_MONTHS[d.month - 1]} {d.year:04d} "
+            f"{d.hour:02d}:{d.minute:02d}:{d.second:02d} +0000"
+        )
+        _last_date.key = key
+    return _last_date.text
 
 
 # -- bodies -----------------------------------------------------------------------------

@@ -70,6 +70,21 @@ def test_json_logs_carry_the_trace_id_end_to_end(tmp_path: Path) -> None:
                     headers={"traceparent": f"00-{TRACE.upper()}-00f067aa0ba902b7-01"},
                 )
                 assert r2.status_code == 202
+                r3 = c.post(
+                    "/v1/messages/batch",
+                    json={
+                        "messages": [
+                            {
+                                "from": "s@example.org",
+                                "to": ["c@example.com"],
+                                "subject": "t",
+                                "text": "x",
+                            }
+                        ]
+                    },
+                )
+                assert r3.status_code == 202, r3.text
+                in_batch = r3.json()["data"][0]["id"]
                 _wait(lambda: c.get(f"/v1/messages/{mid}").json()["status"] == "sent")
                 got = hooks.wait_for(2, timeout=20)
 
@@ -90,8 +105,13 @@ def test_json_logs_carry_the_trace_id_end_to_end(tmp_path: Path) -> None:
     assert "Reader@example.com" not in log.read_text()  # addresses are hashed by default
     assert key not in log.read_text()
 
-    others = [d for d in docs if d.get("event") == "accept" and d["message_id"] != mid]
+    others = [
+        d for d in docs if d.get("event") == "accept" and d["message_id"] not in (mid, in_batch)
+    ]
     assert len(others) == 1 and others[0]["trace_id"] not in (None, TRACE)
+    # A batch's messages are logged one by one, as every accept is.
+    batched = [d for d in docs if d.get("event") == "accept" and d["message_id"] == in_batch]
+    assert len(batched) == 1 and batched[0]["recipients"] == [hash_address("c@example.com")]
 
     mine = [q for q in got if json.loads(q.body)["data"]["message_id"] == mid]
     assert len(mine) == 1

@@ -85,3 +85,29 @@ async def test_queue_gauges_count_due_recipients_and_their_age(sqlite_url: str) 
     assert value(s, "kirim_queue_recipients", priority="high", state="due") == 0
     age = value(s, "kirim_queue_oldest_due_age_seconds", priority="normal")
     assert 89 <= age < 200
+
+
+async def test_batch_accepts_are_counted(database_url: str) -> None:
+    with RecordingSmtpServer(RecordingHandler()) as smtp:
+        async with live_app(settings_for(database_url, smtp.url)) as app:
+            before = await scrape(app.client)
+            one = {"from": "s@example.org", "subject": "m", "text": "x"}
+            r = await app.client.post(
+                "/v1/messages/batch",
+                json={
+                    "messages": [
+                        {**one, "to": ["a@example.com", "b@example.com"]},
+                        {**one, "to": ["c@example.com"]},
+                        {**one, "to": ["not an address"]},
+                    ]
+                },
+            )
+            assert r.status_code == 202, r.text
+            after = await scrape(app.client)
+
+    def delta(name: str) -> float:
+        return value(after, name) - value(before, name)
+
+    # The invalid item is not accepted, so not counted.
+    assert delta("kirim_accepted_messages_total") == 2
+    assert delta("kirim_accepted_recipients_total") == 3

@@ -260,6 +260,8 @@ async def test_one_tenant_claims_in_two_statements(database_url: str) -> None:
             got = await _claim(db, 256)
         assert len(got) == 256
         assert statements["n"] == 2 + db.is_sqlite  # discovery and one UPDATE (+ BEGIN)
+        # The UPDATE brings each message's size too: bodies are planned without a query.
+        assert {c.size for c in got} == {20}
     finally:
         await db.dispose()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.domain.body_budget import may_skip_sizes, parts_within
+from service.domain.body_budget import parts_within
 
 
 def test_bodies_that_fit_are_one_part() -> None:
@@ -31,8 +31,3 @@ def test_a_missing_body_counts_as_empty() -> None:
 
 def test_no_ids_no_parts() -> None:
     assert parts_within([], {}, 10) == []
-
-
-def test_sizes_are_skipped_only_when_any_bodies_would_fit() -> None:
-    assert may_skip_sizes(3, 10, 30)
-    assert not may_skip_sizes(4, 10, 30)

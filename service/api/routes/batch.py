@@ -11,15 +11,17 @@ from starlette.responses import Response
 
 from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
+from service.api.json_body import FastJsonRoute
 from service.api.replay import replayed
 from service.api.runtime import Runtime
 from service.api.schemas import RecipientState, SendRequest
 from service.api.sending_schemas import BatchItem, BatchRequest, BatchResult, FieldErrorOut
 from service.db.accepts import NewMessage, insert_messages
 from service.domain.errors import FieldError, InvalidRequest
+from service.observability import record
 from service.submission import Accepted
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=FastJsonRoute)
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 
@@ -119,6 +121,8 @@ async def send_batch(
                 raise
             return replayed(replay)
     committed(rt)
+    for stored in items:  # counted and logged as every other accept
+        record.accepted(stored)
     return Response(content, status_code=202, media_type="application/json")
 
 
