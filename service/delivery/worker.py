@@ -536,7 +536,9 @@ class _SettleBatcher:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((items, fut))
         self._wake.set()
-        await asyncio.shield(fut)
+        # This caller's own future: cancelling the caller cancels only it, and the items
+        # are written all the same (no shield needed, nor its extra future per call).
+        await fut
 
     async def _run(self) -> None:
         while True:

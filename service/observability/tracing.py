@@ -70,7 +70,16 @@ def parse(value: str | None) -> TraceContext | None:
     return TraceContext(trace_id, span_id, flags)
 
 
+# Version 00 as Kirim stores it: one match and a slice, for a log line per attempt.
+_STORED = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+
+
 def trace_id_of(header: str | None) -> str | None:
+    """``parse(header).trace_id``, or None."""
+    if header is not None and len(header) == 55:
+        m = _STORED.fullmatch(header)
+        if m is not None and m.group(1) != _ZERO_TRACE and m.group(2) != _ZERO_SPAN:
+            return m.group(1)
     ctx = parse(header)
     return ctx.trace_id if ctx else None
 

@@ -13,7 +13,7 @@ from service.admin.actions import InvalidFilter, Selection
 from service.admin.pauses import normalise
 from service.observability.logging import JsonFormatter, TextFormatter, hash_address, log_time
 from service.observability.metrics import status_class
-from service.observability.tracing import parse
+from service.observability.tracing import parse, trace_id_of
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
 
@@ -35,6 +35,21 @@ T = "4bf92f3577b34da6a3ce929d0e0e4736"
 )
 def test_traceparent_validation(value: str | None, ok: bool) -> None:
     assert (parse(value) is not None) is ok
+    ctx = parse(value)
+    assert trace_id_of(value) == (ctx.trace_id if ctx else None)  # its shortcut agrees
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        f"00-{T}-00f067aa0ba902b7-0g",
+        f" 00-{T}-00f067aa0ba902b7-01",
+        f"00-{T}-00f067aa0ba902b7-01\n",
+    ],
+)
+def test_trace_id_of_agrees_with_parse_on_odd_headers(value: str) -> None:
+    ctx = parse(value)
+    assert trace_id_of(value) == (ctx.trace_id if ctx else None)
 
 
 def test_child_keeps_trace_and_flags() -> None:

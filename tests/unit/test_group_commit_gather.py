@@ -74,3 +74,20 @@ async def test_a_full_batch_is_committed_without_waiting(commits: list[list[str]
     finally:
         await committer.stop()
     assert commits == [["m0", "m1"], ["m2", "m3"]]
+
+
+async def test_a_request_cancelled_while_waiting_is_committed_all_the_same(
+    commits: list[list[str]],
+) -> None:
+    committer = GroupCommitter(None)  # type: ignore[arg-type]
+    committer.start()
+    try:
+        gone = asyncio.ensure_future(committer.submit(_item(0)))
+        stays = asyncio.ensure_future(committer.submit(_item(1)))
+        await asyncio.sleep(0)  # both are waiting for the commit
+        gone.cancel()  # the client hung up
+        await stays
+    finally:
+        await committer.stop()
+    assert gone.cancelled()
+    assert commits == [["m0", "m1"]]

@@ -128,3 +128,16 @@ async def test_stopping_writes_what_is_waiting_without_gathering(recorder: Recor
     await waiting
     assert time.monotonic() - started < GATHER / 2
     assert recorder.calls == [["r0"]]
+
+
+async def test_a_cancelled_submitter_still_gets_its_results_written(recorder: Recorder) -> None:
+    batcher = _batcher(recorder, [2])
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit([_settlement(0)]))
+    await asyncio.sleep(0.01)
+    first.cancel()  # its job was cut off while the settle gathered
+    second = asyncio.ensure_future(batcher.submit([_settlement(1)]))
+    await second
+    await batcher.stop()
+    assert first.cancelled()
+    assert recorder.calls == [["r0", "r1"]]
