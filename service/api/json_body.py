@@ -18,7 +18,6 @@ import orjson
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
-
 _LONG_NUMBER = re.compile(rb"[0-9]{19}")
 
 
