@@ -100,6 +100,8 @@ def record(
         "priority": priority,
         "event_seq": 0,
     }
+    state = status.value  # an enum's .value is a property call: once, not per recipient
+    event_type = f"message.{state}"
     rcpt_rows = []
     event_rows = []
     summary = []
@@ -112,7 +114,7 @@ def record(
                 "tenant_id": tenant_id,
                 "email": email,
                 "kind": kind,
-                "status": status.value,
+                "status": state,
                 "priority": priority,
                 "attempts": 0,
                 "created_at": now,
@@ -130,13 +132,13 @@ def record(
                 "message_id": msg_id,
                 "recipient_id": rid,
                 "seq": seq,
-                "type": f"message.{status.value}",
+                "type": event_type,
                 "created_at": now,
                 "data": {
                     "message_id": msg_id,
                     "recipient_id": rid,
                     "recipient": email,
-                    "status": status.value,
+                    "status": state,
                     "attempt": 0,
                     "tags": list(tags),
                     "metadata": dict(metadata),
@@ -144,9 +146,9 @@ def record(
                 },
             }
         )
-        summary.append((rid, email, status.value))
+        summary.append((rid, email, state))
     message["event_seq"] = len(rcpt_rows)
-    accepted = Accepted(msg_id, status.value, now, header_id, summary)
+    accepted = Accepted(msg_id, state, now, header_id, summary)
     return NewMessage(message, rcpt_rows, event_rows), accepted
 
 

@@ -49,11 +49,11 @@ def decide(
     the reply may stretch the delay, never shrink it below the policy's minimum.
     """
     if result.outcome is Outcome.ACCEPTED:
-        return Decision(Status.SENT, None, "sent", "message.sent")
+        return _SENT
     if result.outcome is Outcome.PERMANENT:
-        return Decision(Status.BOUNCED, None, "smtp_permanent", "message.bounced")
+        return _BOUNCED
     if now >= deadline:
-        return Decision(Status.FAILED, None, "expired", "message.failed")
+        return _EXPIRED
     delay = policy.delay(attempts, rng)
     hint = retry_hint(result.reply.text)
     if hint is not None:
@@ -64,4 +64,10 @@ def decide(
 
 def expire(now: float) -> Decision:
     """The decision for a recipient whose deadline passed before it could be tried again."""
-    return Decision(Status.FAILED, None, "expired", "message.failed")
+    return _EXPIRED
+
+
+# The final decisions, made once (frozen): one per settled recipient otherwise.
+_SENT = Decision(Status.SENT, None, "sent", "message.sent")
+_BOUNCED = Decision(Status.BOUNCED, None, "smtp_permanent", "message.bounced")
+_EXPIRED = Decision(Status.FAILED, None, "expired", "message.failed")

@@ -20,6 +20,7 @@ import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import TypeVar
 
 from service.bounces.return_path import make_return_path
@@ -39,6 +40,7 @@ from service.domain.body_budget import parts_within
 from service.domain.claim_pace import ClaimPace
 from service.domain.fair_share import Rotation
 from service.domain.retry import RetryPolicy
+from service.domain.status import Status
 from service.observability import record
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,8 @@ EXPRESS_ROWS = 16  # high-priority rows a full worker may take beyond its batch
 CLAIMS_KEPT = 64  # recent claims remembered for inspection (``Worker.recent_claims``)
 
 Settle = Callable[..., Awaitable[list[str]]]  # ``queue.settle``'s shape
+# An enum member's ``.value`` is a property call; a settlement needs three.
+_VALUE: dict[Enum, str] = {m: m.value for e in (Status, Outcome, Stage) for m in e}
 _T = TypeVar("_T")
 
 
@@ -367,13 +371,13 @@ class Worker:
             message_id=c.message_id,
             tenant_id=c.tenant_id,
             email=c.email,
-            status=d.status.value,
+            status=_VALUE[d.status],
             attempt_number=number,
             next_attempt_at=d.next_attempt_at,
             reason=d.reason,
             event_type=d.event,
-            outcome=r.outcome.value,
-            stage=r.stage.value,
+            outcome=_VALUE[r.outcome],
+            stage=_VALUE[r.stage],
             code=r.reply.code,
             enhanced=r.reply.enhanced,
             reply=r.reply.text,
