@@ -25,7 +25,7 @@ from service.submission import Accepted, prepare, suppress
 Loc = tuple[str | int, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Planned:
     """A validated request: the draft and when and how to deliver it."""
 

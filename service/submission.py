@@ -14,7 +14,7 @@ from service.domain.retry import RetryPolicy
 from service.domain.status import Status, summarise
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Accepted:
     id: str
     status: str

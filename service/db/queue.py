@@ -43,7 +43,7 @@ def _claimable() -> Any:
     return one_of(recipients.c.status, CLAIMABLE)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Claimed:
     """A recipient leased to this worker, with what is needed to send it."""
 
@@ -60,7 +60,7 @@ class Claimed:
     size: int = 0  # bytes of the message's MIME, so bodies can be loaded within a budget
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class MessageBody:
     id: str
     tenant_id: str

@@ -37,7 +37,7 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # lost after the final dot: may have been delivered (RFC 1047)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Reply:
     """An SMTP reply (or a local description of why there was none)."""
 
@@ -50,7 +50,7 @@ class Reply:
         return cls(code=None, enhanced=None, text=text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Outgoing:
     """One SMTP transaction to attempt: the envelope and the exact bytes to send."""
 
@@ -65,7 +65,7 @@ class Outgoing:
     on_handoff: Callable[[], None] | None = field(default=None, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class RecipientResult:
     recipient: str
     outcome: Outcome
@@ -74,7 +74,7 @@ class RecipientResult:
     possible_duplicate: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class SendResult:
     results: tuple[RecipientResult, ...]
     duration: float

@@ -14,7 +14,7 @@ from service.domain.headers import unsafe_text_reason
 _NAME_ADDR = re.compile(r'^\s*(?:"(?P<qname>[^"]*)"|(?P<name>[^<>"]*?))\s*<(?P<addr>[^<>]*)>\s*$')
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Address:
     """A validated mailbox: ``email`` is what goes on the envelope."""
 

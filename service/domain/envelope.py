@@ -35,7 +35,7 @@ class Limits:
     max_subject_chars: int = 998 - 10
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class AttachmentIn:
     filename: str
     content: str  # base64
@@ -43,7 +43,7 @@ class AttachmentIn:
     content_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Attachment:
     filename: str
     data: bytes
@@ -51,13 +51,13 @@ class Attachment:
     content_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Recipient:
     address: Address
     kind: str  # to | cc | bcc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # a value, not frozen: see service/native.py
 class Draft:
     """A send request that passed every check: ready to become MIME bytes and rows."""
 
