@@ -37,9 +37,14 @@ class GatheredStreamHandler(logging.StreamHandler):  # type: ignore[type-arg,unu
 
     def write_line(self, line: str) -> None:
         """Write a line formatted without a record, as ``emit`` writes a record's."""
+        self.write_lines([line])
+
+    def write_lines(self, lines: list[str]) -> None:
+        """``write_line`` for each of ``lines``, taking the lock once."""
         self.acquire()
         try:
-            self._add(line + self.terminator)
+            for line in lines:
+                self._add(line + self.terminator)
         finally:
             self.release()
 

@@ -17,6 +17,7 @@ and JSON depth checks (by passing on), the trace context and the API's activity 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import ValidationError
@@ -24,7 +25,6 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import idempotency
-from service.api import json_body
 from service.api.activity import ApiActivity
 from service.api.deps import authenticate, guards_for
 from service.api.errors import (
@@ -115,8 +115,8 @@ def _parse(scope: Scope, message: Message) -> SendRequest | None:
     if not raw or not _is_plain_json(scope):
         return None
     try:
-        # What the route does with a JSON body: parse (json_body.loads), then the model.
-        return SendRequest.model_validate(json_body.loads(raw), from_attributes=True)
+        # What FastAPI does for a JSON body: Starlette's json.loads, then the model.
+        return SendRequest.model_validate(json.loads(raw), from_attributes=True)
     except (ValueError, ValidationError):  # JSONDecodeError and UnicodeDecodeError too
         return None
 

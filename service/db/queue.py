@@ -97,6 +97,7 @@ class Settlement:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     attempted: bool = True  # False when settled without SMTP (expired before the try)
+    traceparent: str | None = None  # the message's, for the attempt's log line
 
 
 async def claim(

@@ -293,8 +293,7 @@ class Worker:
                     settlements += await self._attempt(token, body, live, slot.release)
             finally:
                 slot.release()
-        await self._settler.submit(settlements)
-        record.settled(settlements, body)
+        await self._settler.submit(settlements)  # and logged there, once committed
         before = self.inflight
         self._pace.settled(len(settlements))
         for s in settlements:
@@ -387,6 +386,7 @@ class Worker:
             possible_duplicate=r.possible_duplicate or c.lease_lost or c.possible_duplicate,
             tags=body.tags,
             metadata=body.metadata,
+            traceparent=body.traceparent,
         )
 
     def _expired(
@@ -415,6 +415,7 @@ class Worker:
             tags=body.tags,
             metadata=body.metadata,
             attempted=False,
+            traceparent=body.traceparent,
         )
 
     async def _drain(self) -> dict[str, set[str]]:
@@ -559,6 +560,10 @@ class _SettleBatcher:
             if done is not None and len(done) < len(items):
                 stale = len(items) - len(done)
                 log.warning("dropped %d results whose lease was lost to another worker", stale)
+                kept = set(done)
+                items = [s for s in items if s.recipient_id in kept]
+            if done is not None:
+                record.settled(items)  # a line per attempt written, metrics counted
             for _, fut in batch:
                 if not fut.done():
                     fut.set_result(None)

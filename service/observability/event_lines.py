@@ -39,6 +39,23 @@ def info(logger: logging.Logger, msg: str, fields: dict[str, Any]) -> None:
     handler.write_line(formatter.line(time.time(), _INFO, logger.name, logs.redact(msg), fields))
 
 
+def info_many(logger: logging.Logger, msg: str, many: list[dict[str, Any]]) -> None:
+    """``info`` for each of ``many``, as lines of one moment written together (a batch)."""
+    if not many or not logger.isEnabledFor(logging.INFO):
+        return
+    handler = _standard_handler(logger)
+    if handler is None:
+        for fields in many:
+            logger.info(msg, extra=fields)
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    for fields in many:
+        logs.redact_fields(fields)
+    shown = logs.redact(msg)
+    handler.write_lines(formatter.lines(time.time(), _INFO, logger.name, shown, many))
+
+
 def _standard_handler(logger: logging.Logger) -> GatheredStreamHandler | None:
     """The one handler a record of ``logger`` would reach, if it is the standard one."""
     if logger.filters:

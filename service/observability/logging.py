@@ -86,6 +86,18 @@ class JsonFormatter(logging.Formatter):
         doc.update(self._fields.shown(fields))
         return _dumps(doc)
 
+    def lines(
+        self, created: float, level: str, logger: str, msg: str, many: list[dict[str, Any]]
+    ) -> list[str]:
+        """``line`` for each of ``many``, all at the same moment."""
+        head = self._head(created, level, logger, msg)
+        out = []
+        for fields in many:
+            doc = head.copy()
+            doc.update(self._fields.shown(fields))
+            out.append(_dumps(doc))
+        return out
+
     @staticmethod
     def _head(created: float, level: str, logger: str, msg: str) -> dict[str, Any]:
         return {

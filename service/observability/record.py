@@ -16,7 +16,7 @@ from service.observability.tracing import cached_traceparent, trace_id_of
 
 if TYPE_CHECKING:
     from service.db.accepts import NewMessage
-    from service.db.queue import MessageBody, Settlement
+    from service.db.queue import Settlement
     from service.webhooks.delivery_queue import AttemptResult
 
 accept_log = logging.getLogger("kirim.accept")
@@ -46,43 +46,49 @@ def _child(metric: Any, *values: str) -> Any:
 
 
 def accepted(item: NewMessage) -> None:
+    accepted_many([item])
+
+
+def accepted_many(items: Sequence[NewMessage]) -> None:
+    """Committed accepts (a batch request's together): counted, and a line each."""
     try:
         m = metrics.get()
-        m.accepted_messages.inc()
-        m.accepted_recipients.inc(len(item.recipients))
+        m.accepted_messages.inc(len(items))
+        m.accepted_recipients.inc(sum(len(i.recipients) for i in items))
         if not accept_log.isEnabledFor(logging.INFO):
             return
-        msg = item.message
-        event_lines.info(
+        event_lines.info_many(
             accept_log,
             "accepted",
-            {
-                "event": "accept",
-                "message_id": msg.get("id"),
-                "tenant": msg.get("tenant_id"),
-                "recipients": [r.get("email") for r in item.recipients],
-                "size": msg.get("size"),
-                "trace_id": trace_id_of(msg.get("traceparent")),
-            },
+            [
+                {
+                    "event": "accept",
+                    "message_id": msg.get("id"),
+                    "tenant": msg.get("tenant_id"),
+                    "recipients": [r.get("email") for r in item.recipients],
+                    "size": msg.get("size"),
+                    "trace_id": trace_id_of(msg.get("traceparent")),
+                }
+                for item in items
+                for msg in (item.message,)
+            ],
         )
     except Exception:
         _internal.exception("could not record an accept")
 
 
-def settled(settlements: Sequence[Settlement], body: MessageBody | None) -> None:
-    """Settlements of one message's attempt (or expiry), after they were handed to the DB."""
+def settled(settlements: Sequence[Settlement]) -> None:
+    """Settlements written together (of one settle transaction, after its commit)."""
     try:
         m = metrics.get()
-        trace_id = trace_id_of(getattr(body, "traceparent", None))
         timed: set[tuple[float, float]] = set()
+        lines: dict[str, list[dict[str, Any]]] = {}  # by status, which the message names
         for s in settlements:
             _child(m.deliveries, s.status, metrics.status_class(s.enhanced, s.code)).inc()
             if s.attempted and (s.started_at, s.duration) not in timed:
-                timed.add((s.started_at, s.duration))
+                timed.add((s.started_at, s.duration))  # one observation per transaction
                 _child(m.attempt_duration, s.outcome).observe(s.duration)
-            event_lines.info(
-                attempt_log,
-                f"attempt {s.status}",
+            lines.setdefault(s.status, []).append(
                 {
                     "event": "attempt",
                     "message_id": s.message_id,
@@ -98,9 +104,12 @@ def settled(settlements: Sequence[Settlement], body: MessageBody | None) -> None
                     "reply": (s.reply or "")[:300],
                     "duration_ms": round(s.duration * 1000, 1),
                     "possible_duplicate": s.possible_duplicate,
-                    "trace_id": trace_id,
-                },
+                    "trace_id": trace_id_of(s.traceparent),
+                }
             )
+        # One moment for the lines of one settle: they were committed together.
+        for status, group in lines.items():
+            event_lines.info_many(attempt_log, f"attempt {status}", group)
     except Exception:
         _internal.exception("could not record a settlement")
 

@@ -12,7 +12,6 @@ from starlette.responses import Response
 from service import idempotency, sending, submission
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
-from service.api.json_body import FastJsonRoute
 from service.api.replay import commit_or_replay, replayed
 from service.api.runtime import Runtime
 from service.api.schemas import (
@@ -35,7 +34,7 @@ from service.domain import envelope
 from service.domain.ids import is_id
 from service.submission import Accepted
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=FastJsonRoute)
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _ERRORS: dict[int | str, dict[str, Any]] = {

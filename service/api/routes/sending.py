@@ -12,7 +12,6 @@ from starlette.responses import Response
 from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.errors import ApiError
-from service.api.json_body import FastJsonRoute
 from service.api.replay import commit_or_replay, replayed
 from service.api.runtime import Runtime
 from service.api.schemas import PRIORITY_VALUE, RecipientState, SendAccepted, SendRequest, rfc3339
@@ -26,7 +25,7 @@ from service.domain.ids import is_id, new_id
 from service.domain.mime import build_mime, make_message_id
 from service.submission import Accepted, record
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"], route_class=FastJsonRoute)
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
 
 _PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
 _RFC822: dict[int | str, dict[str, Any]] = {200: {"content": {"message/rfc822": {}}}}
