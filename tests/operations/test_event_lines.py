@@ -78,6 +78,27 @@ def test_direct_line_is_the_line_a_record_makes(logger: logging.Logger, recipien
         assert direct["recipient"] == ADDRESS
 
 
+@pytest.mark.parametrize("standard", [True, False])
+def test_many_lines_are_the_lines_one_at_a_time_make(
+    logger: logging.Logger, standard: bool
+) -> None:
+    out = _standard(logger)
+    if not standard:
+        logger.addFilter(logging.Filter())  # any filter: ordinary records
+
+    def other() -> dict[str, Any]:
+        return {**_fields(), "message_id": "msg_2", "recipient": "carol@example.com"}
+
+    event_lines.info_many(logger, "attempt sent", [_fields(), other()])
+    event_lines.info(logger, "attempt sent", _fields())
+    event_lines.info(logger, "attempt sent", other())
+    first, second, one, two = _docs(out)
+    assert first["time"] == second["time"]  # one moment for the lines of one write
+    for doc in (first, second, one, two):
+        doc.pop("time")
+    assert (first, second) == (one, two)
+
+
 def test_secret_in_the_message_is_redacted(logger: logging.Logger) -> None:
     out = _standard(logger)
     event_lines.info(logger, "attempt password=hunter2", {"event": "attempt"})

@@ -10,6 +10,9 @@ counts the real statements).
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import time
 from typing import Any
 
@@ -17,6 +20,9 @@ import pytest
 
 from service.db import queue
 from service.delivery import worker as worker_module
+from service.log_output import GatheredStreamHandler
+from service.logs import RedactExtras
+from service.observability.logging import JsonFormatter
 from tests.support.settlements import sent
 
 pytestmark = pytest.mark.asyncio
@@ -141,3 +147,38 @@ async def test_a_cancelled_submitter_still_gets_its_results_written(recorder: Re
     await batcher.stop()
     assert first.cancelled()
     assert recorder.calls == [["r0", "r1"]]
+
+
+async def test_only_written_results_are_logged(recorder: Recorder) -> None:
+    out = io.StringIO()
+    handler = GatheredStreamHandler(out)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactExtras())
+    attempts = logging.getLogger("kirim.delivery")
+    saved = (attempts.handlers, attempts.propagate, attempts.level)
+    attempts.handlers, attempts.propagate = [handler], False
+    attempts.setLevel(logging.INFO)
+
+    async def settle_all_but_r1(
+        _db: Any, *, items: list[queue.Settlement], now: float
+    ) -> list[str]:
+        return [s.recipient_id for s in items if s.recipient_id != "r1"]  # r1's lease was lost
+
+    batcher = worker_module._SettleBatcher(
+        None,  # type: ignore[arg-type]
+        time.time,
+        gather=GATHER,
+        outstanding=lambda: 3,
+        settle=settle_all_but_r1,
+    )
+    try:
+        batcher.start()
+        await asyncio.gather(*(batcher.submit([_settlement(i)]) for i in range(3)))
+        await batcher.stop()
+        handler.flush()
+    finally:
+        attempts.handlers, attempts.propagate = saved[0], saved[1]
+        attempts.setLevel(saved[2])
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [d["recipient_id"] for d in lines] == ["r0", "r2"]  # not the dropped result
+    assert {d["msg"] for d in lines} == {"attempt sent"}
