@@ -55,6 +55,23 @@ async def run(
         raise  # not reached: the handler always raises
 
 
+async def run_many_counted(conn: AsyncConnection, sql: str, params: Sequence[Params]) -> int:
+    """``run(..., many=True)`` for a statement without rows; the rows it changed in all."""
+    raw = _inline(conn)
+    if raw is None:
+        return (await conn.exec_driver_sql(sql, list(params))).rowcount
+    try:
+        cursor = raw.executemany(sql, params)
+        try:
+            return cursor.rowcount
+        finally:
+            cursor.close()
+    except sqlite3.Error as exc:
+        handle = conn.sync_connection._handle_dbapi_exception  # type: ignore[union-attr]
+        await greenlet_spawn(handle, exc, sql, params, None, None)
+        raise  # not reached: the handler always raises
+
+
 def _inline(conn: AsyncConnection) -> sqlite3.Connection | None:
     """The ``sqlite3`` connection under ``conn``, when a statement may go straight to it."""
     if not _HANDLES_ERRORS or conn.dialect.driver != "kirim_inline" or not conn.in_transaction():

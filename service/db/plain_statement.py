@@ -96,15 +96,16 @@ class PlainStatement:
         rows = await driver_sql.run(conn, plan.sql, plan.values(params))
         return plan.rows(rows) if plan.results is not None and rows is not None else []
 
-    async def executemany(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Run once per parameter set in ``rows`` (no IN lists), in one driver call."""
+    async def executemany(self, conn: Any, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Run once per parameter set in ``rows`` (no IN lists), in one driver call; the
+        rows changed in all, where the driver counts them (SQLite's does)."""
         if not rows:
-            return
+            return 0
         plan = self._plan(conn.dialect, {})
         if plan is None:
-            await conn.execute(self.stmt, [dict(r) for r in rows])
-            return
-        await driver_sql.run(conn, plan.sql, [plan.values(r) for r in rows], many=True)
+            return (await conn.execute(self.stmt, [dict(r) for r in rows])).rowcount
+        values = [plan.values(r) for r in rows]
+        return await driver_sql.run_many_counted(conn, plan.sql, values)
 
     def _plan(self, dialect: Any, params: Mapping[str, Any]) -> _Plan | None:
         style = f"{dialect.name}:{dialect.driver}:{dialect.paramstyle}"

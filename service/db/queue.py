@@ -6,6 +6,7 @@ on many rows at once so their cost does not grow with the batch.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections import Counter, defaultdict
 from collections.abc import Sequence
@@ -367,65 +368,92 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
     """
     if not items:
         return []
-    ids = [s.recipient_id for s in items]
+    if db.is_sqlite:
+        # The UPDATE is fenced itself (id, token and status in its WHERE): when it changes
+        # every row, all were still held and no SELECT was needed. Otherwise (a lease was
+        # lost, rarely) the transaction is undone and the results sorted first.
+        with contextlib.suppress(_NotAllHeld):
+            async with db.write() as conn:
+                if await _SETTLE_RECIPIENT.executemany(conn, _settle_rows(items, now)) != len(
+                    items
+                ):
+                    raise _NotAllHeld
+                await _record(conn, db, items, now)
+                return [s.recipient_id for s in items]
     async with db.write() as conn:
         held = await still_held(
-            conn, recipients, ids, status=Status.SENDING.value, is_sqlite=db.is_sqlite
-        )
+            conn, recipients, [s.recipient_id for s in items], status=Status.SENDING.value,
+            is_sqlite=db.is_sqlite,
+        )  # fmt: skip
         live = [s for s in items if (s.recipient_id, s.token) in held]
         if not live:
             return []
-
-        await _SETTLE_RECIPIENT.executemany(
-            conn,
-            [
-                {
-                    "b_id": s.recipient_id,
-                    "b_status": s.status,
-                    "b_attempts": s.attempt_number,
-                    "b_next": s.next_attempt_at,
-                    "b_dup": s.possible_duplicate,
-                    "b_reason": s.reason,
-                    "b_code": s.code,
-                    "b_enhanced": s.enhanced,
-                    "b_reply": s.reply,
-                    "b_stage": s.stage,
-                    "b_sent_at": now if s.status == Status.SENT.value else None,
-                    "b_now": now,
-                }
-                for s in live
-            ],
-        )
-        tried = [s for s in live if s.attempted]
-        await insert_rows(
-            conn,
-            attempts,
-            [
-                {
-                    "recipient_id": s.recipient_id,
-                    "message_id": s.message_id,
-                    "number": s.attempt_number,
-                    "started_at": s.started_at,
-                    "duration": s.duration,
-                    "outcome": s.outcome,
-                    "stage": s.stage,
-                    "code": s.code,
-                    "enhanced": s.enhanced,
-                    "reply": s.reply,
-                    "possible_duplicate": s.possible_duplicate,
-                    "worker": s.token[:64],
-                }
-                for s in tried
-            ],
-        )
-        await _write_events(conn, db, live, now)
-        await suppress_hard_bounces(conn, db.is_sqlite, live, now)
+        await _SETTLE_RECIPIENT.executemany(conn, _settle_rows(live, now))
+        await _record(conn, db, live, now)
     return [s.recipient_id for s in live]
+
+
+class _NotAllHeld(Exception):
+    """A fenced settle changed fewer rows than it had results (undoes its transaction)."""
+
+
+def _settle_rows(items: Sequence[Settlement], now: float) -> list[dict[str, Any]]:
+    return [
+        {
+            "b_id": s.recipient_id,
+            "b_token": s.token,
+            "b_status": s.status,
+            "b_attempts": s.attempt_number,
+            "b_next": s.next_attempt_at,
+            "b_dup": s.possible_duplicate,
+            "b_reason": s.reason,
+            "b_code": s.code,
+            "b_enhanced": s.enhanced,
+            "b_reply": s.reply,
+            "b_stage": s.stage,
+            "b_sent_at": now if s.status == Status.SENT.value else None,
+            "b_now": now,
+        }
+        for s in items
+    ]
+
+
+async def _record(conn: Any, db: Database, live: Sequence[Settlement], now: float) -> None:
+    """The attempts, events (with their webhook deliveries) and suppressions of settled
+    results, in the settle's transaction."""
+    tried = [s for s in live if s.attempted]
+    await insert_rows(
+        conn,
+        attempts,
+        [
+            {
+                "recipient_id": s.recipient_id,
+                "message_id": s.message_id,
+                "number": s.attempt_number,
+                "started_at": s.started_at,
+                "duration": s.duration,
+                "outcome": s.outcome,
+                "stage": s.stage,
+                "code": s.code,
+                "enhanced": s.enhanced,
+                "reply": s.reply,
+                "possible_duplicate": s.possible_duplicate,
+                "worker": s.token[:64],
+            }
+            for s in tried
+        ],
+    )
+    await _write_events(conn, db, live, now)
+    await suppress_hard_bounces(conn, db.is_sqlite, live, now)
 
 
 _SETTLE_RECIPIENT = PlainStatement(
     update(recipients)
-    .where(recipients.c.id == bindparam("b_id"))
+    .where(
+        recipients.c.id == bindparam("b_id"),
+        recipients.c.lease_token == bindparam("b_token"),
+        recipients.c.status == Status.SENDING.value,
+    )
     .values(
         status=bindparam("b_status"),
         attempts=bindparam("b_attempts"),

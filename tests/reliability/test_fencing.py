@@ -9,8 +9,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 import pytest
+from sqlalchemy import update
 
+from service.db import queue
 from service.db.engine import Database
+from service.db.tables import recipients
 from service.delivery.smtp import SmtpTransport
 from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts
 from service.delivery.transport import Outcome
@@ -18,6 +21,7 @@ from service.delivery.worker import Worker, WorkerOptions
 from service.domain.retry import RetryPolicy
 from tests.reliability.invariants import check, snapshot_async
 from tests.reliability.seed import _seed
+from tests.support.settlements import sent
 from tests.support.smtp_script import Delivery, Script, ScriptedSmtpServer, Stall
 
 
@@ -94,3 +98,42 @@ async def test_c4_stale_settle_is_fenced_off(
     assert snap.events_of("c4@example.com") == ["message.queued", "message.sent"]
     assert "lease was lost" in caplog.text
     check(snap, server.messages, allow_duplicates={"c4@example.com"})
+
+
+async def test_a_settle_with_one_lost_lease_writes_the_others(database_url: str) -> None:
+    emails = [f"fence{i}@example.com" for i in range(3)]
+    await _seed(database_url, emails, 3)
+    db = Database(database_url)
+    try:
+        now = time.time()
+        claimed = await queue.claim(
+            db, owner="a", token="token-a", limit=3, lease_seconds=60, now=now
+        )
+        assert len(claimed) == 3
+        lost = claimed[1]
+        async with db.write() as conn:  # another worker reaped and took this one
+            await conn.execute(
+                update(recipients).where(recipients.c.id == lost.id).values(lease_token="token-b")
+            )
+        results = [
+            sent(c.id, message_id=c.message_id, tenant_id=c.tenant_id, email=c.email,
+                 token="token-a", started_at=now)
+            for c in claimed
+        ]  # fmt: skip
+        done = await queue.settle(db, items=results, now=now + 1)
+        assert sorted(done) == sorted(c.id for c in claimed if c is not lost)
+        # The other settle still happens; the lost one is as its new owner holds it.
+        again = await queue.settle(db, items=results, now=now + 2)
+        assert again == []
+    finally:
+        await db.dispose()
+    snap = await snapshot_async(database_url)
+    for c in claimed:
+        row = snap.recipient(c.email)
+        if c is lost:
+            assert (row["status"], row["lease_token"]) == ("sending", "token-b")
+            assert snap.attempts_of(c.email) == []
+        else:
+            assert row["status"] == "sent" and row["lease_token"] is None
+            assert len(snap.attempts_of(c.email)) == 1
+            assert snap.events_of(c.email) == ["message.queued", "message.sent"]
