@@ -83,8 +83,10 @@ def settled(settlements: Sequence[Settlement]) -> None:
         m = metrics.get()
         timed: set[tuple[float, float]] = set()
         lines: dict[str, list[dict[str, Any]]] = {}  # by status, which the message names
+        counts: dict[tuple[str, str], int] = {}  # one increment per label set, not per row
         for s in settlements:
-            _child(m.deliveries, s.status, metrics.status_class(s.enhanced, s.code)).inc()
+            key = (s.status, metrics.status_class(s.enhanced, s.code))
+            counts[key] = counts.get(key, 0) + 1
             if s.attempted and (s.started_at, s.duration) not in timed:
                 timed.add((s.started_at, s.duration))  # one observation per transaction
                 _child(m.attempt_duration, s.outcome).observe(s.duration)
@@ -107,6 +109,8 @@ def settled(settlements: Sequence[Settlement]) -> None:
                     "trace_id": trace_id_of(s.traceparent),
                 }
             )
+        for (status, status_class), n in counts.items():
+            _child(m.deliveries, status, status_class).inc(n)
         # One moment for the lines of one settle: they were committed together.
         for status, group in lines.items():
             event_lines.info_many(attempt_log, f"attempt {status}", group)

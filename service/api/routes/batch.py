@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
@@ -13,8 +14,8 @@ from service import idempotency, sending
 from service.api.deps import Guards, Principal, guards, require, runtime
 from service.api.replay import replayed
 from service.api.runtime import Runtime
-from service.api.schemas import RecipientState, SendRequest
-from service.api.sending_schemas import BatchItem, BatchRequest, BatchResult, FieldErrorOut
+from service.api.schemas import SendRequest
+from service.api.sending_schemas import BatchRequest, BatchResult
 from service.db.accepts import NewMessage, insert_messages
 from service.domain.errors import FieldError, InvalidRequest
 from service.observability import record
@@ -37,10 +38,6 @@ def _schema_errors(exc: ValidationError, loc: tuple[str | int, ...]) -> list[Fie
         FieldError((*loc, *(p if isinstance(p, int) else str(p) for p in e["loc"])), e["msg"])
         for e in exc.errors()
     ]
-
-
-def _item_errors(errors: list[FieldError]) -> list[FieldErrorOut]:
-    return [FieldErrorOut(field=e.field, loc=list(e.loc), message=e.msg) for e in errors]
 
 
 @router.post(
@@ -104,12 +101,11 @@ async def send_batch(
         order = sorted(built)
         done = await sending.apply_suppressions(rt, tenant, [built[i] for i in order])
         accepted = dict(zip(order, (acc for _, acc in done), strict=True))
-        result = BatchResult(
-            accepted=len(accepted),
-            rejected=len(errors),
-            data=[_result(i, accepted.get(i), errors.get(i)) for i in range(len(body.messages))],
+        content = result_json(
+            len(accepted),
+            len(errors),
+            [_result(i, accepted.get(i), errors.get(i)) for i in range(len(body.messages))],
         )
-        content = result.model_dump_json(exclude_none=True)
         items = [item for item, _ in done]
         items[0].extra.extend(claim.row(202, content))
         try:
@@ -124,13 +120,25 @@ async def send_batch(
     return Response(content, status_code=202, media_type="application/json")
 
 
-def _result(index: int, acc: Accepted | None, errors: list[FieldError] | None) -> BatchItem:
+def result_json(accepted: int, rejected: int, data: list[dict[str, Any]]) -> str:
+    """``BatchResult(...).model_dump_json(exclude_none=True)``, written from plain dicts:
+    building and dumping 500 models cost several times the dump of their dicts."""
+    return orjson.dumps({"accepted": accepted, "rejected": rejected, "data": data}).decode()
+
+
+def _result(index: int, acc: Accepted | None, errors: list[FieldError] | None) -> dict[str, Any]:
+    """One item of ``BatchResult.data`` (a ``BatchItem`` without its absent fields)."""
     if acc is None:
-        return BatchItem(index=index, errors=_item_errors(errors or []))
-    return BatchItem(
-        index=index,
-        id=acc.id,
-        status=acc.status,
-        message_id=acc.message_id_header,
-        recipients=[RecipientState(id=i, email=e, status=s) for i, e, s in acc.recipients],
-    )
+        return {
+            "index": index,
+            "errors": [
+                {"field": e.field, "loc": list(e.loc), "message": e.msg} for e in errors or []
+            ],
+        }
+    return {
+        "index": index,
+        "id": acc.id,
+        "status": acc.status,
+        "message_id": acc.message_id_header,
+        "recipients": [{"id": i, "email": e, "status": st} for i, e, st in acc.recipients],
+    }
