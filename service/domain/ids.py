@@ -24,13 +24,19 @@ _last_ms = -1
 _last_time = ""
 
 
-def _random80() -> int:
+def _random_halves() -> tuple[int, int]:
+    """80 fresh random bits as two 40-bit halves: each fits a machine word, where one
+    80-bit integer would take arbitrary-precision arithmetic at every step."""
     global _pool, _used
     if _used + 10 > len(_pool):
         _pool, _used = os.urandom(_POOL_BYTES), 0
     start = _used
     _used = start + 10
-    return int.from_bytes(_pool[start : start + 10], "big")
+    pool = _pool
+    return (
+        int.from_bytes(pool[start : start + 5], "big"),
+        int.from_bytes(pool[start + 5 : start + 10], "big"),
+    )
 
 
 def _forget_pool() -> None:
@@ -50,8 +56,23 @@ def ulid(now: float | None = None, random80: int | None = None) -> str:
     if ms != _last_ms:
         _last_time = "".join([pairs[(ms >> shift) & 1023] for shift in range(40, -1, -10)])
         _last_ms = ms
-    bits = _random80() if random80 is None else random80
-    return _last_time + "".join([pairs[(bits >> shift) & 1023] for shift in range(70, -1, -10)])
+    if random80 is None:
+        high, low = _random_halves()
+    else:
+        high, low = random80 >> 40, random80 & 0xFF_FFFF_FFFF
+    return "".join(
+        [
+            _last_time,
+            pairs[high >> 30],
+            pairs[(high >> 20) & 1023],
+            pairs[(high >> 10) & 1023],
+            pairs[high & 1023],
+            pairs[low >> 30],
+            pairs[(low >> 20) & 1023],
+            pairs[(low >> 10) & 1023],
+            pairs[low & 1023],
+        ]
+    )
 
 
 def new_id(prefix: str, now: float | None = None) -> str:
