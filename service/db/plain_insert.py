@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, Float, LargeBinary, Table
@@ -38,14 +39,22 @@ async def insert_rows(conn: Any, table: Table, rows: Sequence[dict[str, Any]]) -
         return
     sql, converters, defaults = plan
     width = len(keys)
-    pairs = tuple(zip(keys, converters, strict=True))
+    # One C call takes a row's values in column order; only the few values that need a
+    # conversion (JSON) are touched one by one.
+    take = itemgetter(*keys) if width > 1 else lambda row: (row[keys[0]],)
+    convert = [(i, f) for i, f in enumerate(converters) if f is not None]
     params: list[tuple[Any, ...]] = []
     try:
         for row in rows:
             if len(row) != width:
                 raise KeyError
-            values = [row[k] if f is None else f(row[k]) for k, f in pairs]
-            params.append((*values, *defaults))
+            values = take(row)
+            if convert:
+                changed = list(values)
+                for i, f in convert:
+                    changed[i] = f(changed[i])
+                values = tuple(changed)
+            params.append(values + defaults if defaults else values)
     except KeyError:  # rows of different shapes
         await conn.execute(table.insert(), list(rows))
         return
