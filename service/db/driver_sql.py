@@ -48,11 +48,8 @@ async def run(
         finally:
             cursor.close()
     except sqlite3.Error as exc:
-        # Raises the wrapped error; in a greenlet, since invalidating a dead connection
-        # closes it through the async adapter.
-        handle = conn.sync_connection._handle_dbapi_exception  # type: ignore[union-attr]
-        await greenlet_spawn(handle, exc, sql, params, None, None)
-        raise  # not reached: the handler always raises
+        await _raise_wrapped(conn, exc, sql, params)
+        raise  # not reached
 
 
 async def run_many_counted(conn: AsyncConnection, sql: str, params: Sequence[Params]) -> int:
@@ -67,9 +64,15 @@ async def run_many_counted(conn: AsyncConnection, sql: str, params: Sequence[Par
         finally:
             cursor.close()
     except sqlite3.Error as exc:
-        handle = conn.sync_connection._handle_dbapi_exception  # type: ignore[union-attr]
-        await greenlet_spawn(handle, exc, sql, params, None, None)
-        raise  # not reached: the handler always raises
+        await _raise_wrapped(conn, exc, sql, params)
+        raise  # not reached
+
+
+async def _raise_wrapped(conn: AsyncConnection, exc: sqlite3.Error, sql: str, params: Any) -> None:
+    """Raise ``exc`` as SQLAlchemy would have (wrapped, listeners told, a dead connection
+    invalidated); in a greenlet, since invalidating closes it through the async adapter."""
+    handle = conn.sync_connection._handle_dbapi_exception  # type: ignore[union-attr]
+    await greenlet_spawn(handle, exc, sql, params, None, None)
 
 
 def _inline(conn: AsyncConnection) -> sqlite3.Connection | None:
