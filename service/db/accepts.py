@@ -125,9 +125,9 @@ class GroupCommitter:
         self._pending.append((item, fut))
         self._wake.set()
         # A client that disconnects cancels only this request's own future: the item stays
-        # in the shared write, which goes on (no shield needed, nor its extra future).
+        # in the shared write, which goes on (no shield needed, nor its extra future), and
+        # is counted and logged there.
         await fut
-        record.accepted(item)
 
     async def _run(self) -> None:
         while True:
@@ -180,6 +180,9 @@ class GroupCommitter:
             _resolve(fut, None)
         if self._on_commit:
             self._on_commit()
+        # Every committed item, its request still waiting or not; the lines of one commit
+        # are written together.
+        record.accepted_many([item for item, _ in batch])
 
 
 def _resolve(fut: asyncio.Future[None], exc: BaseException | None) -> None:

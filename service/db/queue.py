@@ -371,15 +371,16 @@ async def settle(db: Database, *, items: Sequence[Settlement], now: float) -> li
     if db.is_sqlite:
         # The UPDATE is fenced itself (id, token and status in its WHERE): when it changes
         # every row, all were still held and no SELECT was needed. Otherwise (a lease was
-        # lost, rarely) the transaction is undone and the results sorted first.
+        # lost, rarely) the transaction is rolled back, its connection replaced, and the
+        # results are sorted below as on PostgreSQL.
         with contextlib.suppress(_NotAllHeld):
             async with db.write() as conn:
-                if await _SETTLE_RECIPIENT.executemany(conn, _settle_rows(items, now)) != len(
-                    items
-                ):
+                changed = await _SETTLE_RECIPIENT.executemany(conn, _settle_rows(items, now))
+                if changed != len(items):
                     raise _NotAllHeld
                 await _record(conn, db, items, now)
                 return [s.recipient_id for s in items]
+    # PostgreSQL locks the held rows (FOR UPDATE) before it writes them.
     async with db.write() as conn:
         held = await still_held(
             conn, recipients, [s.recipient_id for s in items], status=Status.SENDING.value,

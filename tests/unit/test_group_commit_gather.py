@@ -23,9 +23,13 @@ def _item(i: int) -> NewMessage:
     return NewMessage(message={"id": f"m{i}"}, recipients=[], events=[])
 
 
+RECORDED: list[list[str]] = []  # what the committer counted and logged, per call
+
+
 @pytest.fixture
 def commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     seen: list[list[str]] = []
+    RECORDED.clear()
 
     async def insert_messages(_db: Any, items: list[NewMessage]) -> None:
         seen.append([i.message["id"] for i in items])
@@ -33,6 +37,11 @@ def commits(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     monkeypatch.setattr(accepts, "insert_messages", insert_messages)
     monkeypatch.setattr(accepts.tracing, "stamp", lambda _m: None)
     monkeypatch.setattr(accepts.record, "accepted", lambda _i: None)
+    monkeypatch.setattr(
+        accepts.record,
+        "accepted_many",
+        lambda items: RECORDED.append([i.message["id"] for i in items]),
+    )
     return seen
 
 
@@ -91,3 +100,4 @@ async def test_a_request_cancelled_while_waiting_is_committed_all_the_same(
         await committer.stop()
     assert gone.cancelled()
     assert commits == [["m0", "m1"]]
+    assert RECORDED == [["m0", "m1"]]  # the hung-up request's message is counted too
