@@ -171,6 +171,7 @@ KEEP_ALIVE_SECONDS = 75
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = load_settings()
     log_format.configure(settings)
+    _tune_sqlite(settings)
     children = 0 if args.no_workers else settings.serve_worker_processes
     if args.no_workers or children == 0:
         _run_api(settings, args.host, args.port, workers=not args.no_workers)
@@ -215,6 +216,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _tune_sqlite(settings: Settings) -> None:
+    """SQLite's process-wide settings, before this process opens any connection."""
+    if settings.is_sqlite:
+        from service.db import sqlite_library
+
+        sqlite_library.tune()
+
+
 CHILD_START_LIMIT = 30.0  # seconds `kirim serve` waits for its delivery children to run
 
 
@@ -243,6 +254,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
         if not die_with_parent(args.parent_pid):
             return 0  # the `kirim serve` that started us is gone already
+    _tune_sqlite(settings)
     if settings.is_sqlite:
         _sqlite_path(settings)
         _migrate(settings)
