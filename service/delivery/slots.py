@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Protocol
 
 
@@ -28,14 +26,6 @@ class PrioritySlots:
     @property
     def waiting(self) -> int:
         return sum(1 for *_, fut in self._waiters if not fut.done())
-
-    @asynccontextmanager
-    async def hold(self, priority: int) -> AsyncIterator[None]:
-        await self.acquire(priority)
-        try:
-            yield
-        finally:
-            self.release()
 
     async def acquire(self, priority: int) -> None:
         if self._free > 0:

@@ -26,11 +26,15 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-import aiosmtplib
-
 from service.delivery.slots import ReleaseOnce
 from service.delivery.smtp_reply import local_reply
-from service.delivery.smtp_session import Session, SessionError, build_tls_context, open_session
+from service.delivery.smtp_session import (
+    Offers,
+    Session,
+    SessionError,
+    build_tls_context,
+    open_session,
+)
 from service.delivery.smtp_transaction import Envelope, Progress, SessionBroken, run_transactions
 from service.delivery.smtp_url import SmtpTarget, SmtpTimeouts, TlsMode
 from service.delivery.transport import Outcome, Outgoing, SendResult, Stage
@@ -102,9 +106,9 @@ class SmtpTransport:
         while True:
             try:
                 session, reused = await self._checkout(force_new)
-            except SessionError as exc:
-                progress.reach(exc.stage)
-                progress.decide(recipients, Outcome.TEMPORARY, exc.stage, exc.reply)
+            except SessionError as unopened:  # not ``exc``: compiled, one name has one type
+                progress.reach(unopened.stage)
+                progress.decide(recipients, Outcome.TEMPORARY, unopened.stage, unopened.reply)
                 return
             progress.reach(self._setup_stage())
             extra["connection"] = "reused" if reused else "new"
@@ -156,7 +160,7 @@ class SmtpTransport:
         reused: bool,
         handoff: Callable[[], None],
     ) -> None:
-        envelope = self._envelope(session.smtp, progress, recipients)
+        envelope = self._envelope(session.offers, progress, recipients)
         pending = progress.undecided(recipients)
         if pending and envelope is not None:
             await run_transactions(
@@ -172,14 +176,14 @@ class SmtpTransport:
             session.transactions += 1
 
     def _envelope(
-        self, smtp: aiosmtplib.SMTP, progress: Progress, recipients: list[str]
+        self, offers: Offers, progress: Progress, recipients: list[str]
     ) -> Envelope | None:
         """MAIL parameters; decides locally what the upstream cannot take (RFC 6531, 1870)."""
         job = progress.job
         options: list[str] = []
         non_ascii = [r for r in recipients if not r.isascii()]
         needs_utf8 = job.smtputf8 or not job.mail_from.isascii()
-        if smtp.supports_extension("smtputf8"):
+        if offers.smtputf8:
             if needs_utf8 or non_ascii:
                 options.append("SMTPUTF8")
         elif needs_utf8 or non_ascii:
@@ -191,10 +195,10 @@ class SmtpTransport:
             )
             if needs_utf8:
                 return None
-        if job.eight_bit and smtp.supports_extension("8bitmime"):
+        if job.eight_bit and offers.eight_bit_mime:
             options.append("BODY=8BITMIME")
-        if smtp.supports_extension("size"):
-            limit = _size_limit(smtp.esmtp_extensions.get("size", ""))
+        if offers.size:
+            limit = offers.size_limit
             if limit and len(job.data) > limit:
                 reply = local_reply(
                     f"message size {len(job.data)} exceeds the upstream limit {limit}", "5.3.4"
@@ -203,7 +207,7 @@ class SmtpTransport:
                 return None
             options.append(f"SIZE={len(job.data)}")
         encoding = "utf-8" if "SMTPUTF8" in options else "ascii"
-        return Envelope(tuple(options), encoding, smtp.supports_extension("pipelining"))
+        return Envelope(tuple(options), encoding, offers.pipelining)
 
     async def _checkout(self, force_new: bool) -> tuple[Session, bool]:
         now = time.monotonic()
@@ -234,10 +238,3 @@ class SmtpTransport:
         if self.target.tls is TlsMode.NONE:
             return Stage.HELO
         return Stage.TLS
-
-
-def _size_limit(value: str) -> int:
-    try:
-        return max(0, int(value.split()[0])) if value.strip() else 0
-    except ValueError:
-        return 0

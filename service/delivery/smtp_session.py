@@ -33,12 +33,45 @@ class SessionError(Exception):
 
 
 @dataclass(slots=True)
+class Offers:
+    """The extensions an upstream offered in its EHLO reply, read once per session (every
+    transaction consults them)."""
+
+    smtputf8: bool
+    eight_bit_mime: bool
+    size: bool
+    size_limit: int  # 0: SIZE without a limit, or none offered
+    pipelining: bool
+
+    @classmethod
+    def of(cls, smtp: aiosmtplib.SMTP) -> Offers:
+        size = smtp.supports_extension("size")
+        return cls(
+            smtputf8=smtp.supports_extension("smtputf8"),
+            eight_bit_mime=smtp.supports_extension("8bitmime"),
+            size=size,
+            size_limit=size_limit(smtp.esmtp_extensions.get("size", "")) if size else 0,
+            pipelining=smtp.supports_extension("pipelining"),
+        )
+
+
+def size_limit(value: str) -> int:
+    """The limit of a SIZE offer's argument (RFC 1870); 0 when it gives none."""
+    try:
+        return max(0, int(value.split()[0])) if value.strip() else 0
+    except ValueError:
+        return 0
+
+
+@dataclass(slots=True)
 class Session:
-    """An open session: what the upstream offered (``smtp``) and its command channel."""
+    """An open session: what the upstream offered (``smtp``, ``offers``) and its command
+    channel."""
 
     smtp: aiosmtplib.SMTP
     wire: Wire
     tls_version: str | None
+    offers: Offers
     opened_at: float = field(default_factory=time.monotonic)
     last_used: float = field(default_factory=time.monotonic)
     transactions: int = 0
@@ -97,7 +130,7 @@ async def open_session(
     except BaseException:
         smtp.close()
         raise
-    return Session(smtp=smtp, wire=wire, tls_version=tls_version)
+    return Session(smtp=smtp, wire=wire, tls_version=tls_version, offers=Offers.of(smtp))
 
 
 async def _connect_socket(host: str, port: int, limit: float) -> socket.socket:

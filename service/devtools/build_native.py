@@ -40,6 +40,8 @@ COMPILED = (
     "service.observability.event_lines",
     "service.observability.record",
     "service.observability.tracing",
+    "service.delivery.slots",
+    "service.delivery.smtp_session",
     "service.delivery.smtp_transaction",
     "service.delivery.smtp_wire",
     "service.delivery.smtp",

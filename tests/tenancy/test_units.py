@@ -88,6 +88,10 @@ def test_local_buckets_forget_full_ones_to_bound_memory() -> None:
         (b'{"s": "\\\\"' + b"," + b"[" * 100 + b"1" + b"]" * 100 + b"}", True),
         (b"[]" * 200_000, True),  # too many containers, however shallow
         (b'{"to": [' + b'"a@b.c",' * 1000 + b'"a@b.c"]}', False),
+        (b'{"s": "' + b"[" * 100, False),  # past an unterminated quote, all is string
+        (b"[" * 33 + b'"' + b"]" * 33, True),
+        (b"[" + b'{"a": "]]]]", "b": "}}}"}, ' * 20 + b"[" * 31 + b"]" * 32, False),
+        (b"[" + b'{"a": "]]]]", "b": "}}}"}, ' * 20 + b"[" * 32 + b"]" * 33, True),
     ],
 )
 def test_json_depth_scan(body: bytes, too_complex: bool) -> None:

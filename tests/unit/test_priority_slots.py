@@ -18,9 +18,12 @@ async def test_a_freed_slot_goes_to_the_best_priority_then_first_come() -> None:
     gate = asyncio.Event()
 
     async def job(name: str, priority: int) -> None:
-        async with slots.hold(priority):
+        await slots.acquire(priority)
+        try:
             order.append(name)
             await gate.wait()
+        finally:
+            slots.release()
 
     first = asyncio.create_task(job("first", 2))
     await _settle()
