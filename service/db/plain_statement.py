@@ -17,6 +17,8 @@ type the driver would hand back unconverted, takes the Core path.
 
 from __future__ import annotations
 
+import json
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -148,6 +150,11 @@ def _build(stmt: Any, dialect: Any, compiled: Any, lengths: dict[str, int]) -> _
     escaped = compiled.escaped_bind_names
     processors = {escaped.get(k, k): f for k, f in compiled._bind_processors.items()}
     processors.update(state.processors)
+    if not dialect.supports_native_boolean:
+        for key, bind in compiled.binds.items():
+            name = escaped.get(key, key)
+            if isinstance(bind.type, Boolean) and processors.get(name) is not None:
+                processors[name] = _bool_to_int
     slots: list[tuple[str | None, int, _Convert, Any]] = []
     for name in state.positiontup:
         value = state.parameters[name]
@@ -164,7 +171,7 @@ def _result_converters(columns: list[Any], dialect: Any) -> tuple[_Convert, ...]
     the driver reports at run time."""
     if dialect.name == "sqlite":
         # SQLite's conversions do not depend on the cursor's column types.
-        return tuple(c.type._cached_result_processor(dialect, None) for c in columns)
+        return tuple(_sqlite_result(c.type, dialect) for c in columns)
     if dialect.driver != "asyncpg":
         return None
     # asyncpg hands these back as Core would (its JSON codec decodes JSON).
@@ -179,3 +186,49 @@ def _result_converters(columns: list[Any], dialect: Any) -> tuple[_Convert, ...]
         if not isinstance(t, String | Integer | Float | Boolean | LargeBinary | JSON):
             return None
     return tuple(None for _ in columns)
+
+
+# Core's converters for two types, as compiled functions: Core's own run as interpreted
+# Python, two calls deep, for every JSON column of every row a claim reads and every flag a
+# settle writes. They do what Core's do (tests/unit/test_plain_statement.py compares them).
+_STRICT_BOOLS = frozenset([None, True, False])
+
+
+def _bool_to_int(value: Any) -> Any:
+    """Boolean's bind processor where the database has no boolean type (SQLite)."""
+    if value not in _STRICT_BOOLS:
+        if not isinstance(value, int):
+            raise TypeError(f"Not a boolean value: {value!r}")
+        raise ValueError(f"Value {value!r} is not None, True, or False")
+    return None if value is None else int(value)
+
+
+class _JsonResult:
+    """JSON's result processor on SQLite: the dialect's deserialiser, and a number that
+    SQLite hands back as a number (``json_extract``) as it is."""
+
+    __slots__ = ("deserialize",)
+
+    def __init__(self, deserialize: Callable[[Any], Any]) -> None:
+        self.deserialize = deserialize
+
+    def __call__(self, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return self.deserialize(value)
+        except TypeError:
+            if isinstance(value, numbers.Number):
+                return value
+            raise
+
+
+def _sqlite_result(type_: Any, dialect: Any) -> _Convert:
+    core = type_._cached_result_processor(dialect, None)
+    if (
+        core is not None
+        and type(type_) is JSON
+        and type_._str_impl.result_processor(dialect, None) is None
+    ):
+        return _JsonResult(dialect._json_deserializer or json.loads)
+    return core

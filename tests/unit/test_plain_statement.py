@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Numeric, bindparam, func, literal_column, select, update
@@ -160,3 +161,31 @@ def test_other_drivers_and_types_take_core() -> None:
     decimal = select(literal_column("1.5", Numeric()))
     assert _build(decimal, asyncpg, decimal.compile(dialect=asyncpg), {}) is None
     assert _build(stmt, asyncpg, stmt.compile(dialect=asyncpg), {}) is not None
+
+
+def _outcome(convert: Any, value: Any) -> tuple[str, Any]:
+    try:
+        return "value", convert(value)
+    except Exception as exc:  # the same error, with the same words
+        return type(exc).__name__, str(exc)
+
+
+def test_compiled_converters_do_what_cores_do(tmp_path: Path) -> None:
+    dialect = Database(f"sqlite:///{tmp_path}/kirim.db").writer.sync_engine.dialect
+    flag = R.c.possible_duplicate.type
+    core_bind = flag._cached_bind_processor(dialect)
+    plan = _build(_UPDATE.stmt, dialect, _UPDATE.stmt.compile(dialect=dialect), {})
+    assert plan is not None
+    ours_bind = next(c for k, _, c, _ in plan.slots if k == "b_dup")
+    assert ours_bind is not core_bind and ours_bind is not None
+    for value in (None, True, False, 0, 1, 1.0, 2, -1, "yes", b"1", [True]):
+        assert _outcome(ours_bind, value) == _outcome(core_bind, value), value
+
+    tags = messages.c.tags.type
+    core_json = tags._cached_result_processor(dialect, None)
+    plan = _build(_BODIES.stmt, dialect, _BODIES.stmt.compile(dialect=dialect), {"b_ids": 1})
+    assert plan is not None and plan.results is not None
+    ours_json = plan.results[3]
+    assert ours_json is not core_json and ours_json is not None
+    for value in ('["a", "b"]', '{"k": {"n": 1}}', "null", '"x"', "7", b"[1]", 3, 2.5, "{", [1]):
+        assert _outcome(ours_json, value) == _outcome(core_json, value), value
