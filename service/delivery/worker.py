@@ -28,6 +28,7 @@ from service.db import queue
 from service.db.engine import Database, DatabaseUnavailable
 from service.delivery.decide import decide, expire
 from service.delivery.slots import PrioritySlots, ReleaseOnce
+from service.delivery.together import run_together
 from service.delivery.transport import (
     Outcome,
     Outgoing,
@@ -251,8 +252,8 @@ class Worker:
                 if self._draining:  # the rest was released to the queue
                     break
                 bodies = await _retry_db(functools.partial(queue.load_bodies, self.db, part))
-                await asyncio.gather(
-                    *(self._send_message(token, bodies[mid], by_message[mid]) for mid in part)
+                await run_together(
+                    [self._send_message(token, bodies[mid], by_message[mid]) for mid in part]
                 )
         finally:
             self._inflight.pop(token, None)

@@ -45,6 +45,7 @@ COMPILED = (
     "service.delivery.smtp_transaction",
     "service.delivery.smtp_wire",
     "service.delivery.smtp",
+    "service.delivery.together",
     "service.delivery.worker",
     "service.delivery.decide",
     "service.db.queue",
