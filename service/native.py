@@ -5,9 +5,12 @@
 SHA-256. Compiled, the same code runs in fewer instructions.
 
 The value classes built once or more per message (a claimed recipient, its body, an SMTP
-reply, a draft, …) are plain slotted dataclasses, not frozen ones: a frozen dataclass is
-initialised through ``object.__setattr__`` field by field, about three times the cost of a
-compiled plain one. They are still treated as values and never changed after creation.
+reply, a draft, …) are slotted dataclasses with an ``__init__`` of their own
+(``init=False``), not frozen. A dataclass's generated ``__init__`` is Python made at import,
+so it runs interpreted even in a compiled class (about 0.5 µs for seven fields, called by
+keyword); a written one is compiled (0.05 µs). A frozen one is worse still: it sets each
+field through ``object.__setattr__``. Equality, ``repr`` and ``dataclasses.replace`` stay
+the dataclass's. The objects are still treated as values and never changed after creation.
 
 The build never sits next to the sources, so an edited module is never shadowed by a stale
 build: ``install`` (run when ``service`` is first imported) uses the compiled modules only if

@@ -25,7 +25,7 @@ from service.submission import Accepted, prepare, suppress
 Loc = tuple[str | int, ...]
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Planned:
     """A validated request: the draft and when and how to deliver it."""
 
@@ -33,6 +33,18 @@ class Planned:
     send_at: float | None
     expires_at: float | None
     priority: int
+
+    def __init__(
+        self,
+        draft: envelope.Draft,
+        send_at: float | None,
+        expires_at: float | None,
+        priority: int,
+    ) -> None:
+        self.draft = draft
+        self.send_at = send_at
+        self.expires_at = expires_at
+        self.priority = priority
 
 
 @dataclass(slots=True)

@@ -14,13 +14,27 @@ from service.domain.retry import RetryPolicy
 from service.domain.status import Status, summarise
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Accepted:
     id: str
     status: str
     created_at: float
     message_id_header: str
     recipients: list[tuple[str, str, str]]  # (recipient id, email, status)
+
+    def __init__(
+        self,
+        id: str,
+        status: str,
+        created_at: float,
+        message_id_header: str,
+        recipients: list[tuple[str, str, str]],
+    ) -> None:
+        self.id = id
+        self.status = status
+        self.created_at = created_at
+        self.message_id_header = message_id_header
+        self.recipients = recipients
 
 
 def prepare(

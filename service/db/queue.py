@@ -44,7 +44,7 @@ def _claimable() -> Any:
     return one_of(recipients.c.status, CLAIMABLE)
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Claimed:
     """A recipient leased to this worker, with what is needed to send it."""
 
@@ -60,8 +60,32 @@ class Claimed:
     priority: int = 1  # 0 high, 1 normal, 2 low
     size: int = 0  # bytes of the message's MIME, so bodies can be loaded within a budget
 
+    def __init__(
+        self,
+        id: str,
+        message_id: str,
+        tenant_id: str,
+        email: str,
+        attempts: int,
+        deadline: float,
+        lease_lost: bool,
+        possible_duplicate: bool = False,
+        priority: int = 1,
+        size: int = 0,
+    ) -> None:
+        self.id = id
+        self.message_id = message_id
+        self.tenant_id = tenant_id
+        self.email = email
+        self.attempts = attempts
+        self.deadline = deadline
+        self.lease_lost = lease_lost
+        self.possible_duplicate = possible_duplicate
+        self.priority = priority
+        self.size = size
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class MessageBody:
     id: str
     tenant_id: str
@@ -72,8 +96,28 @@ class MessageBody:
     metadata: dict[str, Any]
     traceparent: str | None = None
 
+    def __init__(
+        self,
+        id: str,
+        tenant_id: str,
+        sender: str,
+        mime: bytes,
+        smtputf8: bool,
+        tags: list[str],
+        metadata: dict[str, Any],
+        traceparent: str | None = None,
+    ) -> None:
+        self.id = id
+        self.tenant_id = tenant_id
+        self.sender = sender
+        self.mime = mime
+        self.smtputf8 = smtputf8
+        self.tags = tags
+        self.metadata = metadata
+        self.traceparent = traceparent
 
-@dataclass(slots=True)
+
+@dataclass(slots=True, init=False)
 class Settlement:
     """The outcome of one recipient's attempt, ready to write."""
 
@@ -99,6 +143,54 @@ class Settlement:
     metadata: dict[str, Any] = field(default_factory=dict)
     attempted: bool = True  # False when settled without SMTP (expired before the try)
     traceparent: str | None = None  # the message's, for the attempt's log line
+
+    def __init__(
+        self,
+        recipient_id: str,
+        token: str,
+        message_id: str,
+        tenant_id: str,
+        email: str,
+        status: str,
+        attempt_number: int,
+        next_attempt_at: float | None,
+        reason: str,
+        event_type: str,
+        outcome: str,
+        stage: str,
+        code: int | None,
+        enhanced: str | None,
+        reply: str,
+        started_at: float,
+        duration: float,
+        possible_duplicate: bool,
+        tags: list[str] | None = None,
+        metadata: dict[str, Any] | None = None,
+        attempted: bool = True,
+        traceparent: str | None = None,
+    ) -> None:
+        self.recipient_id = recipient_id
+        self.token = token
+        self.message_id = message_id
+        self.tenant_id = tenant_id
+        self.email = email
+        self.status = status
+        self.attempt_number = attempt_number
+        self.next_attempt_at = next_attempt_at
+        self.reason = reason
+        self.event_type = event_type
+        self.outcome = outcome
+        self.stage = stage
+        self.code = code
+        self.enhanced = enhanced
+        self.reply = reply
+        self.started_at = started_at
+        self.duration = duration
+        self.possible_duplicate = possible_duplicate
+        self.tags = [] if tags is None else tags
+        self.metadata = {} if metadata is None else metadata
+        self.attempted = attempted
+        self.traceparent = traceparent
 
 
 async def claim(

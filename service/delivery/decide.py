@@ -25,12 +25,24 @@ def retry_hint(text: str) -> float | None:
     return float(m.group(1)) * _UNIT[m.group(2)[0].lower()]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Decision:
     status: Status
     next_attempt_at: float | None
     reason: str  # sent | smtp_permanent | smtp_temporary | possible_duplicate | expired
     event: str  # the event type emitted for this transition
+
+    def __init__(
+        self,
+        status: Status,
+        next_attempt_at: float | None,
+        reason: str,
+        event: str,
+    ) -> None:
+        self.status = status
+        self.next_attempt_at = next_attempt_at
+        self.reason = reason
+        self.event = event
 
 
 def decide(

@@ -44,13 +44,23 @@ class SessionBroken(Exception):
         self.no_reply_at_first_mail = no_reply_at_first_mail
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Progress:
     """The results of one ``send`` as they are decided."""
 
     job: Outgoing
     results: dict[str, RecipientResult] = field(default_factory=dict)
     reached: Stage = Stage.CONNECT
+
+    def __init__(
+        self,
+        job: Outgoing,
+        results: dict[str, RecipientResult] | None = None,
+        reached: Stage = Stage.CONNECT,
+    ) -> None:
+        self.job = job
+        self.results = {} if results is None else results
+        self.reached = reached
 
     def reach(self, stage: Stage) -> None:
         if _STAGE_ORDER[stage] > _STAGE_ORDER[self.reached]:
@@ -75,13 +85,23 @@ class Progress:
         return [r for r in recipients if r not in self.results]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, init=False)
 class Envelope:
     """MAIL parameters chosen from what the upstream offered."""
 
     options: tuple[str, ...]
     encoding: str
     pipelining: bool = False
+
+    def __init__(
+        self,
+        options: tuple[str, ...],
+        encoding: str,
+        pipelining: bool = False,
+    ) -> None:
+        self.options = options
+        self.encoding = encoding
+        self.pipelining = pipelining
 
 
 async def run_transactions(

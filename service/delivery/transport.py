@@ -37,7 +37,7 @@ class Outcome(StrEnum):
     UNKNOWN = "unknown"  # lost after the final dot: may have been delivered (RFC 1047)
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Reply:
     """An SMTP reply (or a local description of why there was none)."""
 
@@ -45,12 +45,22 @@ class Reply:
     enhanced: str | None
     text: str
 
+    def __init__(
+        self,
+        code: int | None,
+        enhanced: str | None,
+        text: str,
+    ) -> None:
+        self.code = code
+        self.enhanced = enhanced
+        self.text = text
+
     @classmethod
     def local(cls, text: str) -> Reply:
         return cls(code=None, enhanced=None, text=text)
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Outgoing:
     """One SMTP transaction to attempt: the envelope and the exact bytes to send."""
 
@@ -64,8 +74,24 @@ class Outgoing:
     # although this one still waits for the upstream's last reply.
     on_handoff: Callable[[], None] | None = field(default=None, compare=False)
 
+    def __init__(
+        self,
+        mail_from: str,
+        recipients: Sequence[str],
+        data: bytes,
+        smtputf8: bool = False,
+        eight_bit: bool = False,
+        on_handoff: Callable[[], None] | None = None,
+    ) -> None:
+        self.mail_from = mail_from
+        self.recipients = recipients
+        self.data = data
+        self.smtputf8 = smtputf8
+        self.eight_bit = eight_bit
+        self.on_handoff = on_handoff
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class RecipientResult:
     recipient: str
     outcome: Outcome
@@ -73,13 +99,39 @@ class RecipientResult:
     stage: Stage
     possible_duplicate: bool = False
 
+    def __init__(
+        self,
+        recipient: str,
+        outcome: Outcome,
+        reply: Reply,
+        stage: Stage,
+        possible_duplicate: bool = False,
+    ) -> None:
+        self.recipient = recipient
+        self.outcome = outcome
+        self.reply = reply
+        self.stage = stage
+        self.possible_duplicate = possible_duplicate
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class SendResult:
     results: tuple[RecipientResult, ...]
     duration: float
     stage: Stage
     extra: dict[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        results: tuple[RecipientResult, ...],
+        duration: float,
+        stage: Stage,
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        self.results = results
+        self.duration = duration
+        self.stage = stage
+        self.extra = {} if extra is None else extra
 
     def for_recipient(self, rcpt: str) -> RecipientResult:
         for r in self.results:

@@ -40,6 +40,7 @@ COMPILED = (
     "service.observability.event_lines",
     "service.observability.record",
     "service.observability.tracing",
+    "service.delivery.transport",
     "service.delivery.slots",
     "service.delivery.smtp_session",
     "service.delivery.smtp_transaction",

@@ -14,13 +14,23 @@ from service.domain.headers import unsafe_text_reason
 _NAME_ADDR = re.compile(r'^\s*(?:"(?P<qname>[^"]*)"|(?P<name>[^<>"]*?))\s*<(?P<addr>[^<>]*)>\s*$')
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Address:
     """A validated mailbox: ``email`` is what goes on the envelope."""
 
     email: str
     name: str | None = None
     smtputf8: bool = False  # the local part is not ASCII: needs SMTPUTF8 upstream
+
+    def __init__(
+        self,
+        email: str,
+        name: str | None = None,
+        smtputf8: bool = False,
+    ) -> None:
+        self.email = email
+        self.name = name
+        self.smtputf8 = smtputf8
 
 
 # Parsing is a pure function of the string and email_validator is slow (tens of

@@ -51,13 +51,21 @@ class Attachment:
     content_id: str | None = None
 
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Recipient:
     address: Address
     kind: str  # to | cc | bcc
 
+    def __init__(
+        self,
+        address: Address,
+        kind: str,
+    ) -> None:
+        self.address = address
+        self.kind = kind
 
-@dataclass(slots=True)  # a value, not frozen: see service/native.py
+
+@dataclass(slots=True, init=False)  # a value, not frozen: see service/native.py
 class Draft:
     """A send request that passed every check: ready to become MIME bytes and rows."""
 
@@ -73,6 +81,34 @@ class Draft:
     attachments: tuple[Attachment, ...] = ()
     tags: tuple[str, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        sender: Address,
+        to: tuple[Address, ...],
+        cc: tuple[Address, ...],
+        bcc: tuple[Address, ...],
+        reply_to: tuple[Address, ...],
+        subject: str,
+        text: str | None,
+        html: str | None,
+        headers: tuple[tuple[str, str], ...] = (),
+        attachments: tuple[Attachment, ...] = (),
+        tags: tuple[str, ...] = (),
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        self.sender = sender
+        self.to = to
+        self.cc = cc
+        self.bcc = bcc
+        self.reply_to = reply_to
+        self.subject = subject
+        self.text = text
+        self.html = html
+        self.headers = headers
+        self.attachments = attachments
+        self.tags = tags
+        self.metadata = {} if metadata is None else metadata
 
     @property
     def recipients(self) -> list[Recipient]:

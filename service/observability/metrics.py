@@ -99,14 +99,6 @@ def get() -> Metrics:
     )
 
 
-def status_class(enhanced: str | None, code: int | None) -> str:
-    if enhanced and enhanced[:1] in "245":
-        return enhanced[:1]
-    if code is not None and 200 <= code < 600:
-        return str(code)[0]
-    return "none"
-
-
 def _queue_families(snap: QueueSnapshot) -> list[GaugeMetricFamily]:
     depth = GaugeMetricFamily(
         "kirim_queue_recipients",

@@ -45,6 +45,15 @@ def _child(metric: Any, *values: str) -> Any:
     return child
 
 
+def status_class(enhanced: str | None, code: int | None) -> str:
+    """The ``status_class`` label of a delivery: the class digit of its enhanced or basic code."""
+    if enhanced and enhanced[:1] in "245":
+        return enhanced[:1]
+    if code is not None and 200 <= code < 600:
+        return str(code)[0]
+    return "none"
+
+
 def accepted(item: NewMessage) -> None:
     accepted_many([item])
 
@@ -85,7 +94,7 @@ def settled(settlements: Sequence[Settlement]) -> None:
         lines: dict[str, list[dict[str, Any]]] = {}  # by status, which the message names
         counts: dict[tuple[str, str], int] = {}  # one increment per label set, not per row
         for s in settlements:
-            key = (s.status, metrics.status_class(s.enhanced, s.code))
+            key = (s.status, status_class(s.enhanced, s.code))
             counts[key] = counts.get(key, 0) + 1
             if s.attempted and (s.started_at, s.duration) not in timed:
                 timed.add((s.started_at, s.duration))  # one observation per transaction
@@ -109,8 +118,8 @@ def settled(settlements: Sequence[Settlement]) -> None:
                     "trace_id": trace_id_of(s.traceparent),
                 }
             )
-        for (status, status_class), n in counts.items():
-            _child(m.deliveries, status, status_class).inc(n)
+        for (status, code_class), n in counts.items():
+            _child(m.deliveries, status, code_class).inc(n)
         # One moment for the lines of one settle: they were committed together.
         for status, group in lines.items():
             event_lines.info_many(attempt_log, f"attempt {status}", group)

@@ -12,7 +12,7 @@ import pytest
 from service.admin.actions import InvalidFilter, Selection
 from service.admin.pauses import normalise
 from service.observability.logging import JsonFormatter, TextFormatter, hash_address, log_time
-from service.observability.metrics import status_class
+from service.observability.record import status_class
 from service.observability.tracing import parse, trace_id_of
 
 T = "4bf92f3577b34da6a3ce929d0e0e4736"
