@@ -216,6 +216,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+CHILD_START_LIMIT = 30.0  # seconds `kirim serve` waits for its delivery children to run
 
 
 def _tune_sqlite(settings: Settings) -> None:
@@ -224,9 +225,6 @@ def _tune_sqlite(settings: Settings) -> None:
         from service.db import sqlite_library
 
         sqlite_library.tune()
-
-
-CHILD_START_LIMIT = 30.0  # seconds `kirim serve` waits for its delivery children to run
 
 
 @contextlib.contextmanager

@@ -66,24 +66,21 @@ def accepted_many(items: Sequence[NewMessage]) -> None:
         m.accepted_recipients.inc(sum(len(i.recipients) for i in items))
         if not accept_log.isEnabledFor(logging.INFO):
             return
-        event_lines.info_many(
-            accept_log,
-            "accepted",
-            [
-                {
-                    "event": "accept",
-                    "message_id": msg.get("id"),
-                    "tenant": msg.get("tenant_id"),
-                    "recipients": [r.get("email") for r in item.recipients],
-                    "size": msg.get("size"),
-                    "trace_id": trace_id_of(msg.get("traceparent")),
-                }
-                for item in items
-                for msg in (item.message,)
-            ],
-        )
+        event_lines.info_many(accept_log, "accepted", [_accept_line(item) for item in items])
     except Exception:
         _internal.exception("could not record an accept")
+
+
+def _accept_line(item: NewMessage) -> dict[str, Any]:
+    msg = item.message
+    return {
+        "event": "accept",
+        "message_id": msg.get("id"),
+        "tenant": msg.get("tenant_id"),
+        "recipients": [r.get("email") for r in item.recipients],
+        "size": msg.get("size"),
+        "trace_id": trace_id_of(msg.get("traceparent")),
+    }
 
 
 def settled(settlements: Sequence[Settlement]) -> None:
